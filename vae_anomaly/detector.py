@@ -1,0 +1,268 @@
+"""``VAEAnomalyDetector``: the library API the CLI is a thin shell over.
+
+Example:
+    >>> import pandas as pd
+    >>> from vae_anomaly import VAEAnomalyDetector, load
+    >>> detector = VAEAnomalyDetector(seed=0, exclude=["transaction_id"])
+    >>> detector.fit(pd.read_csv("sample_data/train.csv"))       # doctest: +SKIP
+    >>> scores = detector.score(pd.read_csv("sample_data/new.csv"))  # doctest: +SKIP
+    >>> detector.save("model.vae"); same = load("model.vae")     # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import math
+import platform
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+import numpy as np
+import pandas as pd
+import torch
+
+from . import __version__
+from .artifact import read_model, write_model
+from .errors import InputError, ModelFileError
+from .model import TabularVAE, VAEConfig
+from .preprocessing import EncodedBatch, Preprocessor
+from .scoring import DEFAULT_SAMPLES, ScoreParts, score_rows
+from .training import Tensors, TrainingCallback, TrainingConfig, train
+
+MIN_TRAINING_ROWS = 10
+SCORE_COLUMNS = ("anomaly_score", "is_anomaly", "reconstruction_nll", "kl_divergence",
+                 "score_std_error")
+
+
+def resolve_device(requested: str) -> torch.device:
+    """'auto' picks CUDA when present; asking for CUDA without one is an input error."""
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise InputError("--device cuda was requested but no CUDA GPU is available; "
+                         "use --device auto or --device cpu")
+    if requested not in ("cpu", "cuda"):
+        raise InputError(f"unknown device {requested!r}; use auto, cpu or cuda")
+    return torch.device(requested)
+
+
+@dataclass
+class FitSummary:
+    rows: int
+    train_rows: int
+    validation_rows: int
+    epochs_run: int
+    best_epoch: int
+    stopped_early: bool
+    seconds: float
+    device: str
+    history: list[dict]
+
+
+class VAEAnomalyDetector:
+    """A Variational Autoencoder anomaly detector for tables of mixed types.
+
+    Parameters mirror ``vae-anomaly fit``; ``None`` means "sized from the data".
+    Fit on normal records only; higher ``anomaly_score`` means more anomalous.
+    """
+
+    def __init__(self, *, latent_dim: int | None = None, epochs: int | None = None,
+                 batch_size: int | None = None, beta: float = 1.0, fpr: float = 0.01,
+                 samples: int = DEFAULT_SAMPLES, validation_fraction: float = 0.1,
+                 learning_rate: float = 1e-3, categorical: Sequence[str] = (),
+                 exclude: Sequence[str] = (), device: str = "auto", seed: int = 0):
+        self.latent_dim = latent_dim
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.beta = beta
+        self.fpr = fpr
+        self.samples = samples
+        self.validation_fraction = validation_fraction
+        self.learning_rate = learning_rate
+        self.categorical = list(categorical)
+        self.exclude = list(exclude)
+        self.device = device
+        self.seed = seed
+        self.callbacks: list[TrainingCallback] = []
+
+    # ----- fitting -----------------------------------------------------------------
+    def fit(self, frame: pd.DataFrame, source: str = "the training data") -> VAEAnomalyDetector:
+        """Learn normal behaviour from ``frame`` and set the threshold on held-out rows."""
+        self._check_params()
+        started = time.perf_counter()
+        if len(frame) < MIN_TRAINING_ROWS:
+            raise InputError(f"{source} has {len(frame)} row(s); fit needs at least "
+                             f"{MIN_TRAINING_ROWS} rows of normal records")
+        device = resolve_device(self.device)
+        self.preprocessor_ = Preprocessor().fit(frame, categorical=self.categorical,
+                                                exclude=self.exclude, source=source)
+        encoded = self.preprocessor_.transform(frame, source=source)
+        train_index, val_index = self._split(len(frame))
+        torch.manual_seed(self.seed)
+        layout = self.preprocessor_.layout
+        self.config_ = VAEConfig.sized_for(layout.n_numeric, layout.n_indicators,
+                                           layout.category_sizes, self.latent_dim)
+        self.model_ = TabularVAE(self.config_).to(device)
+        generator = torch.Generator(device=device).manual_seed(self.seed)
+        result = train(self.model_, _tensors(encoded, train_index, device),
+                       _tensors(encoded, val_index, device), self._training_config(),
+                       generator, self.callbacks)
+        # Validation rows keep their row ids, so these scores equal what `score` gives them.
+        val_scores = self._score_encoded(_subset(encoded, val_index), val_index, self.samples,
+                                         self.seed, device)
+        self.model_.cpu()
+        self.validation_scores_ = np.sort(val_scores.score)
+        self.threshold_ = threshold_at(self.validation_scores_, self.fpr)
+        self.summary_ = FitSummary(
+            rows=len(frame), train_rows=len(train_index), validation_rows=len(val_index),
+            epochs_run=len(result.history), best_epoch=result.best_epoch,
+            stopped_early=result.stopped_early, seconds=time.perf_counter() - started,
+            device=str(device), history=[s.to_dict() for s in result.history])
+        return self
+
+    def _check_params(self) -> None:
+        checks = [
+            (0 < self.fpr < 1, f"--fpr must be between 0 and 1 (got {self.fpr})"),
+            (self.samples >= 1, f"--samples must be at least 1 (got {self.samples})"),
+            (self.beta >= 0, f"--beta must be zero or more (got {self.beta})"),
+            (0 < self.validation_fraction < 1, "the validation fraction must be between 0 and 1"),
+            (self.epochs is None or self.epochs >= 1, "--epochs must be at least 1"),
+            (self.batch_size is None or self.batch_size >= 1, "--batch-size must be at least 1"),
+            (self.latent_dim is None or self.latent_dim >= 1, "--latent-dim must be at least 1"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise InputError(message)
+
+    def _split(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        order = np.random.default_rng(self.seed).permutation(n)
+        n_val = min(n - 1, max(1, round(n * self.validation_fraction)))
+        return np.sort(order[n_val:]), np.sort(order[:n_val])
+
+    def _training_config(self) -> TrainingConfig:
+        return TrainingConfig(epochs=self.epochs, batch_size=self.batch_size,
+                              learning_rate=self.learning_rate, beta=self.beta)
+
+    # ----- scoring -----------------------------------------------------------------
+    def score(self, frame: pd.DataFrame, *, samples: int | None = None, seed: int | None = None,
+              threshold: float | None = None, first_row: int = 0,
+              source: str = "the data", device: str = "cpu") -> pd.DataFrame:
+        """Score every row: a frame of SCORE_COLUMNS, index aligned with ``frame``.
+
+        ``first_row`` is the row id of the frame's first row, so that chunks of one
+        file get the same draws as the file in one piece.
+        """
+        self._check_fitted()
+        samples = self.samples if samples is None else samples
+        if samples < 1:
+            raise InputError(f"--samples must be at least 1 (got {samples})")
+        encoded = self.preprocessor_.transform(frame, source=source)
+        rows = np.arange(first_row, first_row + len(frame))
+        target = resolve_device(device)
+        self.model_.to(target)
+        try:
+            parts = self._score_encoded(encoded, rows, samples,
+                                        self.seed if seed is None else seed, target)
+        finally:
+            self.model_.cpu()
+        cut = self.threshold_ if threshold is None else threshold
+        return pd.DataFrame({
+            "anomaly_score": parts.score,
+            "is_anomaly": (parts.score > cut).astype(np.int64),
+            "reconstruction_nll": parts.reconstruction,
+            "kl_divergence": parts.kl,
+            "score_std_error": parts.std_error,
+        }, index=frame.index)
+
+    def _score_encoded(self, encoded: EncodedBatch, row_ids: np.ndarray, samples: int, seed: int,
+                       device) -> ScoreParts:
+        return score_rows(self.model_, encoded, row_ids, samples=samples, seed=seed,
+                          device=device)
+
+    def score_samples(self, frame: pd.DataFrame) -> np.ndarray:
+        """scikit-learn convention: the opposite of the anomaly score (lower = more abnormal)."""
+        return -self.score(frame)["anomaly_score"].to_numpy()
+
+    def predict(self, frame: pd.DataFrame) -> np.ndarray:
+        """scikit-learn convention: -1 for anomalies, 1 for normal rows."""
+        return np.where(self.score(frame)["is_anomaly"].to_numpy() == 1, -1, 1)
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "model_"):
+            raise InputError("this detector is not fitted yet; call fit() or load() first")
+
+    # ----- persistence -------------------------------------------------------------
+    def save(self, path) -> None:
+        """Write the model file atomically (see artifact.py for its contents)."""
+        self._check_fitted()
+        tensors = {f"model.{k}": v for k, v in self.model_.state_dict().items()}
+        tensors["validation_scores"] = torch.from_numpy(self.validation_scores_)
+        write_model(path, self.metadata(), tensors)
+
+    def metadata(self) -> dict:
+        """Everything but the tensors: enough to rebuild and to describe the model."""
+        self._check_fitted()
+        return {
+            "params": self.get_params(),
+            "config": self.config_.to_dict(),
+            "preprocessing": self.preprocessor_.to_state(),
+            "threshold": float(self.threshold_),
+            "training": vars(self.summary_),
+            "versions": {"vae_anomaly": __version__, "torch": torch.__version__,
+                         "python": platform.python_version()},
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
+
+    def get_params(self) -> dict:
+        return {name: getattr(self, name) for name in (
+            "latent_dim", "epochs", "batch_size", "beta", "fpr", "samples",
+            "validation_fraction", "learning_rate", "categorical", "exclude", "device", "seed")}
+
+
+def load(path) -> VAEAnomalyDetector:
+    """Load a model file written by ``save`` / ``vae-anomaly fit``. Never executes code."""
+    metadata, tensors = read_model(path)
+    try:
+        return _rebuild(metadata, tensors)
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        raise ModelFileError(f"{getattr(path, 'name', path)} has inconsistent contents "
+                             f"({type(exc).__name__}); fit the model again") from None
+
+
+def _rebuild(metadata: dict, tensors: dict[str, torch.Tensor]) -> VAEAnomalyDetector:
+    detector = VAEAnomalyDetector(**metadata["params"])
+    detector.preprocessor_ = Preprocessor.from_state(metadata["preprocessing"])
+    detector.config_ = VAEConfig(**metadata["config"])
+    detector.model_ = TabularVAE(detector.config_)
+    weights = {k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")}
+    detector.model_.load_state_dict(weights, strict=True)
+    detector.model_.eval()
+    detector.validation_scores_ = tensors["validation_scores"].double().numpy()
+    detector.threshold_ = float(metadata["threshold"])
+    detector.summary_ = FitSummary(**metadata["training"])
+    detector.metadata_ = metadata
+    return detector
+
+
+def threshold_at(calibration_scores: np.ndarray, fpr: float) -> float:
+    """The (1 - fpr) quantile of normal scores, as the ceil((n+1)(1-fpr))-th smallest.
+
+    With exchangeable normal rows this order statistic keeps the false-positive
+    rate at most ``fpr``; with too few scores for that, it is the largest one.
+    """
+    ordered = np.sort(np.asarray(calibration_scores, dtype=np.float64))
+    rank = math.ceil((len(ordered) + 1) * (1 - fpr))
+    return float(ordered[min(rank, len(ordered)) - 1])
+
+
+def _subset(encoded: EncodedBatch, index) -> EncodedBatch:
+    return EncodedBatch(encoded.numeric[index], encoded.indicators[index],
+                        encoded.categories[index])
+
+
+def _tensors(encoded: EncodedBatch, index: np.ndarray, device) -> Tensors:
+    part = _subset(encoded, index)
+    return Tensors(torch.from_numpy(part.numeric).to(device),
+                   torch.from_numpy(part.indicators).to(device),
+                   torch.from_numpy(part.categories).to(device))

@@ -1,0 +1,169 @@
+"""The VAE: its config, the network, and the terms of its loss.
+
+Pure: no I/O and nothing runs at import time. Shapes use ``...`` for optional
+leading dimensions (e.g. K Monte Carlo draws in front of the batch).
+
+    q(z|x) = N(mu(x), diag(sigma^2(x)))          encoder
+    z      = mu + sigma * eps,  eps ~ N(0, I)     reparameterization trick
+    p(x|z) = prod_j p(x_j | z)                    decoder, one likelihood per column:
+             Gaussian with learned variance (numeric), Bernoulli (missing indicator),
+             softmax (categorical)
+    loss   = -log p(x|z) + beta * KL(q(z|x) || N(0, I))
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+_LOG_2PI = math.log(2 * math.pi)
+
+
+@dataclass
+class VAEConfig:
+    """Everything needed to rebuild the network (stored in the model file)."""
+
+    n_numeric: int
+    n_indicators: int
+    category_sizes: list[int] = field(default_factory=list)
+    hidden_dims: list[int] = field(default_factory=lambda: [64, 32])
+    latent_dim: int = 4
+    # Bounds on the decoder's log-variance: the floor keeps a near-constant column
+    # from turning into an infinitely sharp likelihood; the ceiling keeps the
+    # decoder from explaining anything away as noise.
+    min_decoder_logvar: float = -6.0
+    max_decoder_logvar: float = 4.0
+    max_latent_logvar: float = 10.0
+
+    @property
+    def input_dim(self) -> int:
+        return self.n_numeric + self.n_indicators + sum(self.category_sizes)
+
+    @property
+    def output_dim(self) -> int:
+        return 2 * self.n_numeric + self.n_indicators + sum(self.category_sizes)
+
+    @classmethod
+    def sized_for(cls, n_numeric: int, n_indicators: int, category_sizes: list[int],
+                  latent_dim: int | None = None) -> VAEConfig:
+        """Default architecture: widths and latent size scale with the number of inputs."""
+        input_dim = n_numeric + n_indicators + sum(category_sizes)
+        width = int(min(512, max(64, 2 * input_dim)))
+        if latent_dim is None:
+            latent_dim = int(min(32, max(2, round(input_dim / 4))))
+        return cls(n_numeric=n_numeric, n_indicators=n_indicators,
+                   category_sizes=list(category_sizes), hidden_dims=[width, width // 2],
+                   latent_dim=latent_dim)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class DecoderOutput:
+    numeric_mean: torch.Tensor  # (..., n, n_numeric)
+    numeric_logvar: torch.Tensor  # (..., n, n_numeric)
+    indicator_logits: torch.Tensor  # (..., n, n_indicators)
+    category_logits: torch.Tensor  # (..., n, sum(category_sizes))
+
+
+def _mlp(sizes: list[int]) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for fan_in, fan_out in zip(sizes[:-1], sizes[1:]):
+        layers += [nn.Linear(fan_in, fan_out), nn.SiLU()]
+    return nn.Sequential(*layers)
+
+
+class TabularVAE(nn.Module):
+    """Encoder and decoder MLPs with one likelihood head per column type."""
+
+    def __init__(self, config: VAEConfig):
+        super().__init__()
+        self.config = config
+        hidden = list(config.hidden_dims)
+        self.encoder = _mlp([config.input_dim, *hidden])
+        self.to_mu = nn.Linear(hidden[-1], config.latent_dim)
+        self.to_logvar = nn.Linear(hidden[-1], config.latent_dim)
+        self.decoder = _mlp([config.latent_dim, *reversed(hidden)])
+        self.to_output = nn.Linear(hidden[0], config.output_dim)
+        offsets = torch.tensor([0, *config.category_sizes[:-1]], dtype=torch.long).cumsum(0)
+        self.register_buffer("category_offsets", offsets, persistent=False)
+
+    def inputs(self, numeric: torch.Tensor, indicators: torch.Tensor,
+               codes: torch.Tensor) -> torch.Tensor:
+        """The encoder's input: scaled numbers, missing indicators and one-hot categories."""
+        one_hot = numeric.new_zeros(len(numeric), sum(self.config.category_sizes))
+        if codes.shape[1]:
+            one_hot.scatter_(1, codes + self.category_offsets, 1.0)
+        return torch.cat([numeric, indicators, one_hot], dim=1)
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        hidden = self.encoder(x)
+        limit = self.config.max_latent_logvar
+        return self.to_mu(hidden), self.to_logvar(hidden).clamp(-limit, limit)
+
+    def decode(self, z: torch.Tensor) -> DecoderOutput:
+        out = self.to_output(self.decoder(z))
+        cfg = self.config
+        mean, raw_logvar, indicators, categories = torch.split(
+            out, [cfg.n_numeric, cfg.n_numeric, cfg.n_indicators, sum(cfg.category_sizes)], dim=-1)
+        # A smooth squash into [min, max]: gradients never vanish at a hard clamp.
+        span = cfg.max_decoder_logvar - cfg.min_decoder_logvar
+        logvar = cfg.min_decoder_logvar + span * torch.sigmoid(raw_logvar)
+        return DecoderOutput(mean, logvar, indicators, categories)
+
+
+def reparameterize(mu: torch.Tensor, logvar: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+    """z = mu + sigma * eps. ``eps`` may carry extra leading dims (K draws)."""
+    return mu + torch.exp(0.5 * logvar) * eps
+
+
+def gaussian_kl(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """Closed-form KL(N(mu, sigma^2) || N(0, I)), summed over the latent dims: (..., n)."""
+    return 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar).sum(-1)
+
+
+@dataclass
+class NLLTerms:
+    """Per-cell negative log-likelihoods; sum the last dims for a row's total."""
+
+    numeric: torch.Tensor  # (..., n, n_numeric)
+    indicators: torch.Tensor  # (..., n, n_indicators)
+    categories: torch.Tensor  # (..., n, n_categorical)
+
+    def total(self) -> torch.Tensor:
+        return self.numeric.sum(-1) + self.indicators.sum(-1) + self.categories.sum(-1)
+
+
+def reconstruction_nll(out: DecoderOutput, numeric: torch.Tensor, indicators: torch.Tensor,
+                       codes: torch.Tensor, category_sizes: list[int]) -> NLLTerms:
+    """-log p(x|z) for each cell; targets broadcast against any leading draw dims."""
+    numeric_nll = 0.5 * (_LOG_2PI + out.numeric_logvar
+                         + (numeric - out.numeric_mean).pow(2) * torch.exp(-out.numeric_logvar))
+    target = indicators.expand_as(out.indicator_logits)
+    indicator_nll = F.binary_cross_entropy_with_logits(out.indicator_logits, target,
+                                                       reduction="none")
+    category_nll = [
+        torch.logsumexp(logits, -1)
+        - logits.gather(-1, codes[:, j].expand(*logits.shape[:-1]).unsqueeze(-1)).squeeze(-1)
+        for j, logits in enumerate(torch.split(out.category_logits, category_sizes, dim=-1))
+    ]
+    if category_nll:
+        categories = torch.stack(category_nll, dim=-1)
+    else:
+        categories = numeric.new_zeros(*out.numeric_mean.shape[:-1], 0)
+    return NLLTerms(numeric_nll, indicator_nll, categories)
+
+
+def negative_elbo(model: TabularVAE, numeric: torch.Tensor, indicators: torch.Tensor,
+                  codes: torch.Tensor, eps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-row reconstruction NLL (K, n) and KL (n) for the draws ``eps`` (K, n, latent)."""
+    mu, logvar = model.encode(model.inputs(numeric, indicators, codes))
+    z = reparameterize(mu, logvar, eps)
+    terms = reconstruction_nll(model.decode(z), numeric, indicators, codes,
+                               model.config.category_sizes)
+    return terms.total(), gaussian_kl(mu, logvar)

@@ -1,0 +1,221 @@
+"""Turn a table into the model's arrays, and remember how (the preprocessing state).
+
+Numeric columns are centred on the training median, divided by a robust spread
+(IQR), compressed with asinh so heavy tails stay finite yet ordered, then
+standardised. A missing numeric cell takes the training median, and columns that
+had missing cells in training get a 0/1 missing indicator the model also
+reconstructs. Categorical columns become integer codes with three reserved
+levels: unknown (never seen in training), missing, and other (rare in training).
+
+The state is plain JSON-compatible data, stored in the model file.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from .data import category_text, looks_numeric, missing_mask, parse_numeric
+from .errors import InputError
+
+NUMERIC = "numeric"
+CATEGORICAL = "categorical"
+UNKNOWN_CODE, MISSING_CODE, OTHER_CODE = 0, 1, 2
+RESERVED_LEVELS = ("<unknown>", "<missing>", "<other>")
+# asinh(1e15) is about 35: bounds any finite value without overflow.
+_MAX_ABS_STANDARDISED = 1e15
+
+
+@dataclass
+class EncodedBatch:
+    """Model-ready arrays for n rows."""
+
+    numeric: np.ndarray  # (n, n_numeric) float32, scaled
+    indicators: np.ndarray  # (n, n_indicators) float32, 1 = the cell was missing
+    categories: np.ndarray  # (n, n_categorical) int64 codes
+
+    def __len__(self) -> int:
+        return len(self.numeric)
+
+
+@dataclass
+class Layout:
+    """Widths of each block, which is all the model needs to know about the data."""
+
+    n_numeric: int
+    n_indicators: int
+    category_sizes: list[int]
+
+    @property
+    def input_dim(self) -> int:
+        return self.n_numeric + self.n_indicators + sum(self.category_sizes)
+
+
+@dataclass
+class Preprocessor:
+    """Learns column kinds and scaling from training data; encodes any later batch.
+
+    Example:
+        >>> pre = Preprocessor().fit(train_frame, exclude=["id"])
+        >>> batch = pre.transform(new_frame, source="new.csv")
+    """
+
+    max_levels: int = 100
+    max_rare_levels: int = 5000
+    columns: list[dict] = field(default_factory=list)  # feature columns, in file order
+    ignored: dict[str, str] = field(default_factory=dict)  # column -> reason
+    notes: list[str] = field(default_factory=list)
+
+    # ----- fitting -----------------------------------------------------------------
+    def fit(self, frame: pd.DataFrame, *, categorical=(), exclude=(),
+            source: str = "training data") -> Preprocessor:
+        """Choose column kinds and learn the scaling and levels from ``frame``."""
+        _check_named_columns(frame, list(categorical) + list(exclude), source)
+        self.columns, self.ignored, self.notes = [], {}, []
+        for name in frame.columns:
+            if name in exclude:
+                self.ignored[name] = "excluded with --exclude"
+                continue
+            spec = self._fit_column(frame[name], name, name in categorical)
+            if spec is not None:
+                self.columns.append(spec)
+        if not self.columns:
+            raise InputError(f"no feature columns are left in {source} after exclusions; "
+                             "keep at least one column")
+        return self
+
+    def _fit_column(self, values: pd.Series, name: str, force_categorical: bool) -> dict | None:
+        missing = missing_mask(values)
+        if missing.all():
+            self._ignore(name, "it is empty in every row")
+            return None
+        if not force_categorical and looks_numeric(values):
+            return _fit_numeric(values, name, missing)
+        levels = pd.Series(category_text(values)[~missing]).value_counts()
+        if not force_categorical and len(levels) == (~missing).sum() and len(levels) >= 20:
+            self._ignore(name, "it has a distinct value in every row, so it looks like an id "
+                               f"(pass --categorical {name} to use it)")
+            return None
+        return _fit_categorical(name, levels, self.max_levels, self.max_rare_levels)
+
+    def _ignore(self, name: str, reason: str) -> None:
+        self.ignored[name] = reason
+        self.notes.append(f"column `{name}` is ignored: {reason}")
+
+    # ----- encoding ----------------------------------------------------------------
+    @property
+    def layout(self) -> Layout:
+        numeric = [c for c in self.columns if c["kind"] == NUMERIC]
+        return Layout(
+            n_numeric=len(numeric),
+            n_indicators=sum(c["has_missing"] for c in numeric),
+            category_sizes=[len(c["levels"]) + len(RESERVED_LEVELS)
+                            for c in self.columns if c["kind"] == CATEGORICAL],
+        )
+
+    @property
+    def feature_names(self) -> list[str]:
+        return [c["name"] for c in self.columns]
+
+    def transform(self, frame: pd.DataFrame, source: str = "the data") -> EncodedBatch:
+        """Encode ``frame``; raises InputError for a missing column or a bad value."""
+        absent = [name for name in self.feature_names if name not in frame.columns]
+        if absent:
+            raise InputError(_missing_columns_message(absent, source))
+        numeric, indicators, categories = [], [], []
+        for spec in self.columns:
+            if spec["kind"] == NUMERIC:
+                scaled, was_missing = _encode_numeric(frame[spec["name"]], spec, source)
+                numeric.append(scaled)
+                if spec["has_missing"]:
+                    indicators.append(was_missing)
+            else:
+                categories.append(_encode_categorical(frame[spec["name"]], spec))
+        n = len(frame)
+        return EncodedBatch(
+            numeric=_stack(numeric, n, np.float32),
+            indicators=_stack(indicators, n, np.float32),
+            categories=_stack(categories, n, np.int64),
+        )
+
+    # ----- persistence -------------------------------------------------------------
+    def to_state(self) -> dict:
+        return {"max_levels": self.max_levels, "max_rare_levels": self.max_rare_levels,
+                "columns": self.columns, "ignored": self.ignored}
+
+    @classmethod
+    def from_state(cls, state: dict) -> Preprocessor:
+        return cls(max_levels=int(state["max_levels"]),
+                   max_rare_levels=int(state["max_rare_levels"]),
+                   columns=list(state["columns"]), ignored=dict(state["ignored"]))
+
+
+def _check_named_columns(frame: pd.DataFrame, names: list[str], source: str) -> None:
+    for name in names:
+        if name not in frame.columns:
+            raise InputError(f"column `{name}` named in --categorical/--exclude is not in {source}; "
+                             f"its columns are: {', '.join(map(str, frame.columns))}")
+
+
+def _missing_columns_message(absent: list[str], source: str) -> str:
+    if len(absent) == 1:
+        return f"column `{absent[0]}` is missing from {source} (the model was trained with it)"
+    names = ", ".join(f"`{name}`" for name in absent)
+    return f"columns {names} are missing from {source} (the model was trained with them)"
+
+
+def _fit_numeric(values: pd.Series, name: str, missing: np.ndarray) -> dict:
+    numbers = parse_numeric(values, name, "the training data")[~missing]
+    median = float(np.median(numbers))
+    q25, q75 = np.percentile(numbers, [25, 75])
+    spread = float(q75 - q25) / 1.349  # IQR of a unit normal is 1.349
+    if not spread > 0:
+        spread = float(np.std(numbers))
+    if not spread > 0:
+        spread = max(abs(median), 1.0)  # constant column: any change is a big change
+    compressed = _compress(numbers, median, spread)
+    std = float(compressed.std())
+    return {"name": name, "kind": NUMERIC, "median": median, "spread": spread,
+            "mean": float(compressed.mean()), "std": std if std > 1e-6 else 1.0,
+            "has_missing": bool(missing.any()),
+            "min": float(numbers.min()), "max": float(numbers.max()),
+            "missing_rate": float(missing.mean())}
+
+
+def _compress(numbers: np.ndarray, median: float, spread: float) -> np.ndarray:
+    standardised = np.clip((numbers - median) / spread, -_MAX_ABS_STANDARDISED,
+                           _MAX_ABS_STANDARDISED)
+    return np.arcsinh(standardised)
+
+
+def _encode_numeric(values: pd.Series, spec: dict, source: str) -> tuple[np.ndarray, np.ndarray]:
+    numbers = parse_numeric(values, spec["name"], source)
+    was_missing = np.isnan(numbers)
+    numbers = np.where(was_missing, spec["median"], numbers)
+    with np.errstate(over="ignore", invalid="ignore"):
+        scaled = (_compress(numbers, spec["median"], spec["spread"]) - spec["mean"]) / spec["std"]
+    return scaled.astype(np.float32), was_missing.astype(np.float32)
+
+
+def _fit_categorical(name: str, counts: pd.Series, max_levels: int, max_rare: int) -> dict:
+    counts = counts.sort_index(kind="stable").sort_values(ascending=False, kind="stable")
+    levels = [str(level) for level in counts.index[:max_levels]]
+    rare = [str(level) for level in counts.index[max_levels:max_levels + max_rare]]
+    return {"name": name, "kind": CATEGORICAL, "levels": levels, "rare_levels": rare}
+
+
+def _encode_categorical(values: pd.Series, spec: dict) -> np.ndarray:
+    text = category_text(values)
+    lookup = {level: i + len(RESERVED_LEVELS) for i, level in enumerate(spec["levels"])}
+    lookup.update({level: OTHER_CODE for level in spec["rare_levels"]})
+    codes = pd.Series(text, dtype=object).map(lookup)
+    codes = codes.where(pd.notna(pd.Series(text, dtype=object)), MISSING_CODE)
+    return codes.fillna(UNKNOWN_CODE).to_numpy(dtype=np.int64)
+
+
+def _stack(columns: list[np.ndarray], n: int, dtype) -> np.ndarray:
+    if not columns:
+        return np.zeros((n, 0), dtype=dtype)
+    return np.ascontiguousarray(np.stack(columns, axis=1), dtype=dtype)

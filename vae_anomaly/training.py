@@ -1,0 +1,180 @@
+"""The training loop: Adam on index-drawn mini-batches, KL warm-up, gradient
+clipping, early stopping on validation loss with the best weights restored.
+
+Display is not done here: progress reaches the caller through callbacks.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Protocol
+
+import torch
+
+from .errors import TrainingError
+from .model import TabularVAE, negative_elbo
+
+# Enough optimiser steps for the small networks used here to converge; early
+# stopping ends most runs well before the bound.
+_STEP_BUDGET = 20_000
+_MIN_EPOCHS, _MAX_EPOCHS = 20, 300
+_EVAL_ROWS = 16_384  # validation rows per forward pass, to bound memory
+
+
+@dataclass
+class TrainingConfig:
+    """Knobs of the loop. ``None`` means "choose from the data size"."""
+
+    epochs: int | None = None
+    batch_size: int | None = None
+    learning_rate: float = 1e-3
+    beta: float = 1.0
+    patience: int = 15
+    warmup_epochs: int | None = None
+    grad_clip_norm: float = 5.0
+
+    def resolved_batch_size(self, n_rows: int) -> int:
+        if self.batch_size is not None:
+            return self.batch_size
+        return int(min(1024, max(64, 2 ** round(math.log2(max(n_rows, 1) / 64)))))
+
+    def resolved_epochs(self, n_rows: int) -> int:
+        if self.epochs is not None:
+            return self.epochs
+        steps_per_epoch = math.ceil(n_rows / self.resolved_batch_size(n_rows))
+        return int(min(_MAX_EPOCHS, max(_MIN_EPOCHS, _STEP_BUDGET // steps_per_epoch)))
+
+    def resolved_warmup(self, epochs: int) -> int:
+        if self.warmup_epochs is not None:
+            return self.warmup_epochs
+        return max(1, min(10, epochs // 10))
+
+
+@dataclass
+class EpochStats:
+    epoch: int  # 1-based
+    epochs: int  # the bound
+    beta: float  # the warm-up's beta this epoch
+    train_loss: float
+    train_reconstruction: float
+    train_kl: float
+    val_loss: float
+    val_reconstruction: float
+    val_kl: float
+    seconds: float
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class TrainingCallback(Protocol):
+    def on_epoch_end(self, stats: EpochStats) -> None: ...
+
+
+@dataclass
+class Tensors:
+    """One split of the encoded data, already on the training device."""
+
+    numeric: torch.Tensor
+    indicators: torch.Tensor
+    codes: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.numeric)
+
+    def rows(self, index: torch.Tensor) -> Tensors:
+        return Tensors(self.numeric[index], self.indicators[index], self.codes[index])
+
+
+@dataclass
+class TrainingResult:
+    history: list[EpochStats]
+    best_epoch: int
+    stopped_early: bool
+
+
+def train(model: TabularVAE, train_data: Tensors, val_data: Tensors, config: TrainingConfig,
+          generator: torch.Generator, callbacks: Sequence[TrainingCallback] = ()) -> TrainingResult:
+    """Fit ``model`` in place and leave it holding the best weights seen on validation."""
+    epochs = config.resolved_epochs(len(train_data))
+    warmup = config.resolved_warmup(epochs)
+    batch_size = config.resolved_batch_size(len(train_data))
+    optimiser = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
+    # One fixed draw of eps for validation, so epochs are compared on equal terms.
+    val_eps = torch.randn(1, len(val_data), model.config.latent_dim, generator=generator,
+                          device=generator.device)
+    history: list[EpochStats] = []
+    best_loss, best_epoch, best_state, waited = math.inf, 0, None, 0
+    for epoch in range(1, epochs + 1):
+        started = time.perf_counter()
+        beta = config.beta * min(1.0, epoch / warmup)
+        train_terms = _train_epoch(model, optimiser, train_data, batch_size, beta, config,
+                                   generator, epoch)
+        val_terms = evaluate_loss(model, val_data, val_eps, config.beta)
+        stats = EpochStats(epoch, epochs, beta, *train_terms, *val_terms,
+                           time.perf_counter() - started)
+        history.append(stats)
+        for callback in callbacks:
+            callback.on_epoch_end(stats)
+        if epoch >= warmup and _improves(stats.val_loss, best_loss):
+            best_loss, best_epoch, waited = stats.val_loss, epoch, 0
+            best_state = copy.deepcopy(model.state_dict())
+        elif epoch >= warmup:
+            waited += 1
+            if waited >= config.patience:
+                break
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    return TrainingResult(history, best_epoch or len(history), len(history) < epochs)
+
+
+def _improves(loss: float, best: float) -> bool:
+    """A real improvement: lower by more than a relative 1e-4 (noise is not progress)."""
+    return math.isinf(best) or loss < best - 1e-4 * abs(best)
+
+
+def _train_epoch(model, optimiser, data: Tensors, batch_size: int, beta: float,
+                 config: TrainingConfig, generator: torch.Generator,
+                 epoch: int) -> tuple[float, float, float]:
+    model.train()
+    order = torch.randperm(len(data), generator=generator, device=generator.device)
+    totals = torch.zeros(3, device=data.numeric.device)
+    for start in range(0, len(data), batch_size):
+        batch = data.rows(order[start:start + batch_size])
+        eps = torch.randn(1, len(batch), model.config.latent_dim, generator=generator,
+                          device=generator.device)
+        reconstruction, kl = negative_elbo(model, batch.numeric, batch.indicators, batch.codes, eps)
+        reconstruction, kl = reconstruction.mean(), kl.mean()
+        loss = reconstruction + beta * kl
+        if not torch.isfinite(loss):
+            raise TrainingError(
+                f"training diverged: the loss became {loss.item()} in epoch {epoch}; "
+                "check the data for extreme values or lower the learning rate")
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip_norm)
+        optimiser.step()
+        totals += torch.stack([loss.detach(), reconstruction.detach(), kl.detach()]) * len(batch)
+    return tuple((totals / len(data)).tolist())
+
+
+@torch.no_grad()
+def evaluate_loss(model: TabularVAE, data: Tensors, eps: torch.Tensor,
+                  beta: float) -> tuple[float, float, float]:
+    """Mean loss, reconstruction NLL and KL over ``data`` for fixed draws ``eps``."""
+    model.eval()
+    if len(data) == 0:
+        return math.nan, math.nan, math.nan
+    sums = torch.zeros(2, device=data.numeric.device)
+    for start in range(0, len(data), _EVAL_ROWS):
+        index = torch.arange(start, min(start + _EVAL_ROWS, len(data)), device=eps.device)
+        part = data.rows(index)
+        reconstruction, kl = negative_elbo(model, part.numeric, part.indicators, part.codes,
+                                           eps[:, index])
+        sums += torch.stack([reconstruction.sum(), kl.sum()])
+    reconstruction, kl = (sums / len(data)).tolist()
+    return reconstruction + beta * kl, reconstruction, kl
