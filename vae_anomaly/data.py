@@ -164,6 +164,18 @@ def _as_text(value: object) -> object:
     return str(value)
 
 
+def check_writable_destination(path: Path) -> Path:
+    """Fail early, before any work, if ``path`` cannot be written; return its folder."""
+    directory = path.parent
+    if path.is_dir():
+        raise OutputError(f"{path} is a directory; pass a file path to write")
+    if not directory.is_dir():
+        raise OutputError(f"output folder {directory} does not exist; create it first")
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise OutputError(f"output folder {directory} is not writable; choose another location")
+    return directory
+
+
 @contextlib.contextmanager
 def atomic_output(path: str | os.PathLike, mode: str = "w") -> Iterator:
     """Open a temporary file beside ``path``; rename it over ``path`` only on success.
@@ -172,11 +184,7 @@ def atomic_output(path: str | os.PathLike, mode: str = "w") -> Iterator:
     leaves any previous ``path`` untouched.
     """
     path = Path(path)
-    directory = path.parent if str(path.parent) else Path(".")
-    if not directory.is_dir():
-        raise OutputError(f"output folder {directory} does not exist; create it first")
-    if not os.access(directory, os.W_OK):
-        raise OutputError(f"output folder {directory} is not writable; choose another location")
+    directory = check_writable_destination(path)
     handle, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=directory)
     # mkstemp creates 0600 files; give the result the permissions a plain open() would.
     os.chmod(tmp_name, 0o666 & ~_current_umask())

@@ -68,7 +68,7 @@ class VAEAnomalyDetector:
     """
 
     def __init__(self, *, latent_dim: int | None = None, epochs: int | None = None,
-                 batch_size: int | None = None, beta: float = 1.0, fpr: float = 0.01,
+                 batch_size: int | None = None, beta: float = 0.5, fpr: float = 0.01,
                  samples: int = DEFAULT_SAMPLES, validation_fraction: float = 0.1,
                  learning_rate: float = 1e-3, categorical: Sequence[str] = (),
                  exclude: Sequence[str] = (), device: str = "auto", seed: int = 0):

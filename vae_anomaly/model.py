@@ -32,6 +32,10 @@ class VAEConfig:
     category_sizes: list[int] = field(default_factory=list)
     hidden_dims: list[int] = field(default_factory=lambda: [64, 32])
     latent_dim: int = 4
+    # "column": one learned variance per numeric column; "row": the decoder predicts
+    # a variance per row. Per-column is the default: a per-row variance lets the
+    # decoder explain an anomaly away as noise (docs/benchmarks.md has the numbers).
+    decoder_variance: str = "column"
     # Bounds on the decoder's log-variance: the floor keeps a near-constant column
     # from turning into an infinitely sharp likelihood; the ceiling keeps the
     # decoder from explaining anything away as noise.
@@ -45,7 +49,13 @@ class VAEConfig:
 
     @property
     def output_dim(self) -> int:
-        return 2 * self.n_numeric + self.n_indicators + sum(self.category_sizes)
+        return sum(self.output_split)
+
+    @property
+    def output_split(self) -> list[int]:
+        """Widths of the decoder outputs: means, [log-variances], indicators, categories."""
+        per_row_logvar = self.n_numeric if self.decoder_variance == "row" else 0
+        return [self.n_numeric, per_row_logvar, self.n_indicators, sum(self.category_sizes)]
 
     @classmethod
     def sized_for(cls, n_numeric: int, n_indicators: int, category_sizes: list[int],
@@ -92,6 +102,12 @@ class TabularVAE(nn.Module):
         self.to_output = nn.Linear(hidden[0], config.output_dim)
         offsets = torch.tensor([0, *config.category_sizes[:-1]], dtype=torch.long).cumsum(0)
         self.register_buffer("category_offsets", offsets, persistent=False)
+        if config.decoder_variance not in ("column", "row"):
+            raise ValueError(f"decoder_variance must be 'column' or 'row', "
+                             f"not {config.decoder_variance!r}")
+        if config.decoder_variance == "column":
+            # Starts at the middle of the allowed range (sigmoid(0) = 0.5).
+            self.column_logvar = nn.Parameter(torch.zeros(config.n_numeric))
 
     def inputs(self, numeric: torch.Tensor, indicators: torch.Tensor,
                codes: torch.Tensor) -> torch.Tensor:
@@ -109,8 +125,9 @@ class TabularVAE(nn.Module):
     def decode(self, z: torch.Tensor) -> DecoderOutput:
         out = self.to_output(self.decoder(z))
         cfg = self.config
-        mean, raw_logvar, indicators, categories = torch.split(
-            out, [cfg.n_numeric, cfg.n_numeric, cfg.n_indicators, sum(cfg.category_sizes)], dim=-1)
+        mean, raw_logvar, indicators, categories = torch.split(out, cfg.output_split, dim=-1)
+        if cfg.decoder_variance == "column":
+            raw_logvar = self.column_logvar.expand_as(mean)
         # A smooth squash into [min, max]: gradients never vanish at a hard clamp.
         span = cfg.max_decoder_logvar - cfg.min_decoder_logvar
         logvar = cfg.min_decoder_logvar + span * torch.sigmoid(raw_logvar)

@@ -1,0 +1,251 @@
+"""The command line: a thin shell over the library. The only module that talks to
+the terminal. Progress and notes go to stderr (progress only when it is a
+terminal); data goes to stdout only with ``-o -`` and for ``info``.
+
+Exit codes: 0 success; 1 anomalies found with --fail-on-anomaly; 2 bad input,
+model file or usage; 4 an unexpected internal error; 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from .api import describe_model, fit_file, score_file
+from .errors import VAEAnomalyError
+from .training import EpochStats
+
+EXIT_OK, EXIT_ANOMALIES, EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_INTERRUPTED = 0, 1, 2, 4, 130
+
+app = typer.Typer(
+    name="vae-anomaly",
+    help="Flag anomalous records in CSV files with a Variational Autoencoder.\n\n"
+         "Train on normal records with `fit`, then `score` new files (e.g. nightly from cron). "
+         "Exit codes: 0 success, 1 anomalies found (with --fail-on-anomaly), "
+         "2 bad input or usage, 4 internal error, 130 interrupted.",
+    add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+)
+
+
+class Device(str, Enum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+ModelOption = Annotated[Path, typer.Option("--model", "-m", help="Model file path.")]
+QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="Print only errors.")]
+DeviceOption = Annotated[Device, typer.Option(
+    help="Where to run: auto uses a CUDA GPU when present.")]
+
+
+def _stderr() -> Console:
+    return Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+class _EpochProgress:
+    """A rich progress bar fed by the training loop's on_epoch_end callback."""
+
+    def __init__(self, progress: Progress):
+        self.progress, self.task = progress, None
+
+    def on_epoch_end(self, stats: EpochStats) -> None:
+        if self.task is None:
+            self.task = self.progress.add_task("training", total=stats.epochs)
+        self.progress.update(self.task, completed=stats.epoch,
+                             description=f"epoch {stats.epoch} · val loss {stats.val_loss:.3f}")
+
+
+def _progress(quiet: bool) -> Progress | None:
+    console = _stderr()
+    if quiet or not console.is_terminal:
+        return None
+    return Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(),
+                    console=console, transient=True)
+
+
+def _fail(message: str, code: int) -> typer.Exit:
+    _stderr().print(f"Error: {message}", markup=False)
+    return typer.Exit(code)
+
+
+def _run(action):
+    """Run ``action`` and turn library errors into a one-line message and exit code."""
+    try:
+        return action()
+    except VAEAnomalyError as exc:
+        raise _fail(str(exc), exc.exit_code) from None
+    except KeyboardInterrupt:
+        raise _fail("interrupted; nothing was written", EXIT_INTERRUPTED) from None
+    except MemoryError:
+        raise _fail("out of memory; use a smaller --batch-size or score a smaller file",
+                    EXIT_INTERNAL) from None
+    except Exception as exc:  # a bug: still no traceback for cron, but say so
+        raise _fail(f"internal error ({type(exc).__name__}: {exc}); please report it",
+                    EXIT_INTERNAL) from None
+
+
+@app.command()
+def fit(
+    data: Annotated[Path, typer.Argument(help="CSV of normal records to learn from.")],
+    model: ModelOption = Path("model.vae"),
+    seed: Annotated[int, typer.Option(help="Random seed: the same seed gives the same model.")] = 0,
+    exclude: Annotated[Optional[list[str]], typer.Option(
+        help="Column to ignore (ids, labels, timestamps). Repeat for several.")] = None,
+    categorical: Annotated[Optional[list[str]], typer.Option(
+        help="Treat this column as categorical even if it holds numbers. Repeatable.")] = None,
+    epochs: Annotated[Optional[int], typer.Option(
+        help="Most epochs to train; early stopping usually ends sooner. Default: from data size.")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(
+        help="Rows per mini-batch. Default: from data size.")] = None,
+    latent_dim: Annotated[Optional[int], typer.Option(
+        help="Size of the latent code z. Default: from the number of inputs.")] = None,
+    beta: Annotated[float, typer.Option(help="Weight of the KL term in the training loss.")] = 0.5,
+    fpr: Annotated[float, typer.Option(
+        help="Target false-positive rate that sets the threshold on held-out normal rows.")] = 0.01,
+    device: DeviceOption = Device.auto,
+    quiet: QuietOption = False,
+) -> None:
+    """Learn what normal records look like from DATA and save the model.
+
+    Column kinds come from the data: numbers are numeric, text and true/false are
+    categorical. 10% of the rows are held out to stop training early and to set the
+    anomaly threshold. The model file is replaced atomically, only on success.
+
+    Example: vae-anomaly fit normal.csv --model model.vae --exclude id --seed 1
+    """
+    progress = _progress(quiet)
+    callbacks = [_EpochProgress(progress)] if progress else []
+    options = dict(seed=seed, exclude=exclude or [], categorical=categorical or [],
+                   epochs=epochs, batch_size=batch_size, latent_dim=latent_dim, beta=beta,
+                   fpr=fpr, device=device.value)
+    with progress or _nothing():
+        result = _run(lambda: fit_file(data, model, callbacks=callbacks, **options))
+    if not quiet:
+        console = _stderr()
+        for note in result.notes:
+            console.print(f"Note: {note}", markup=False)
+        s = result.summary
+        console.print(
+            f"Trained on {s.train_rows} rows ({s.validation_rows} held out) for {s.epochs_run} "
+            f"epochs in {s.seconds:.1f}s on {s.device}; threshold {result.threshold:.4g}; "
+            f"saved {model}", markup=False)
+
+
+@app.command()
+def score(
+    data: Annotated[Path, typer.Argument(help="CSV of records to score.")],
+    model: ModelOption = Path("model.vae"),
+    output: Annotated[Optional[str], typer.Option(
+        "--output", "-o",
+        help="Output CSV, or - for stdout. Default: DATA's name with .scored.csv.")] = None,
+    seed: Annotated[Optional[int], typer.Option(
+        help="Seed for the Monte Carlo draws. Default: the model's training seed.")] = None,
+    samples: Annotated[Optional[int], typer.Option(
+        help="Monte Carlo draws K per row. Default: the model's (16).")] = None,
+    threshold: Annotated[Optional[float], typer.Option(
+        help="Flag rows whose anomaly_score is above this. Default: the model's.")] = None,
+    device: DeviceOption = Device.auto,
+    fail_on_anomaly: Annotated[bool, typer.Option(
+        help="Exit with code 1 when any row is flagged.")] = False,
+    quiet: QuietOption = False,
+) -> None:
+    """Score every record in DATA and flag anomalies.
+
+    The output holds every input column unchanged, then anomaly_score (higher is
+    more anomalous), is_anomaly (0/1 at the threshold), reconstruction_nll,
+    kl_divergence and score_std_error. It is written atomically: a failed run
+    leaves no partial file and keeps any earlier output.
+
+    Example: vae-anomaly score new.csv --model model.vae -o scored.csv --fail-on-anomaly
+    """
+    result = _run(lambda: score_file(data, model, output=output, seed=seed, samples=samples,
+                                     threshold=threshold, device=device.value))
+    if not quiet:
+        console = _stderr()
+        if result.rows == 0:
+            console.print(f"Note: {data.name} has no rows; wrote a header-only output",
+                          markup=False)
+        share = result.flagged / result.rows if result.rows else 0.0
+        destination = "stdout" if result.output is None else str(result.output)
+        console.print(
+            f"Scored {result.rows} rows in {result.seconds:.1f}s: {result.flagged} anomalies "
+            f"({share:.1%}) above threshold {result.threshold:.4g}; wrote {destination}",
+            markup=False)
+    if fail_on_anomaly and result.flagged:
+        raise typer.Exit(EXIT_ANOMALIES)
+
+
+@app.command()
+def info(
+    model: Annotated[Path, typer.Argument(help="Model file written by fit.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON for machines.")] = False,
+) -> None:
+    """Show a model's columns and kinds, threshold, training summary and versions.
+
+    Example: vae-anomaly info model.vae --json
+    """
+    description = _run(lambda: describe_model(model))
+    if as_json:
+        typer.echo(json.dumps(description, indent=2))
+        return
+    _render_info(description)
+
+
+def _render_info(d: dict) -> None:
+    console = Console(highlight=False)
+    columns = Table(title=f"Columns of {d['path']}")
+    for heading in ("column", "kind", "details"):
+        columns.add_column(heading)
+    for column in d["columns"]:
+        columns.add_row(column["name"], column["kind"], column["details"])
+    for name, reason in d["ignored_columns"].items():
+        columns.add_row(name, "ignored", reason)
+    console.print(columns)
+    t = d["training"]
+    summary = Table(show_header=False, title="Model")
+    for key, value in [
+        ("threshold", f"{d['threshold']:.6g} (target false-positive rate {d['fpr']})"),
+        ("score", f"Monte Carlo negative ELBO, K = {d['samples']} draws, seed {d['seed']}"),
+        ("architecture", d["architecture_summary"]),
+        ("training rows", f"{t['train_rows']} (+{t['validation_rows']} held out)"),
+        ("epochs", f"{t['epochs_run']} run, best {t['best_epoch']}"
+                   f"{' (stopped early)' if t['stopped_early'] else ''}"),
+        ("final losses", t["final_losses"]),
+        ("training time", f"{t['seconds']:.1f}s on {t['device']}"),
+        ("versions", ", ".join(f"{k} {v}" for k, v in d["versions"].items())),
+        ("format", f"{d['format']} v{d['format_version']}, created {d['created']}"),
+    ]:
+        summary.add_row(key, str(value))
+    console.print(summary)
+
+
+class _nothing:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def main() -> None:
+    """Entry point: SIGTERM (e.g. from cron's timeout) unwinds like Ctrl-C, so
+    temporary files are removed and earlier outputs stay intact."""
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    app()
+
+
+if __name__ == "__main__":
+    main()
