@@ -41,7 +41,8 @@ class Device(str, Enum):
     cuda = "cuda"
 
 
-ModelOption = Annotated[Path, typer.Option("--model", "-m", help="Model file path.")]
+ModelOption = Annotated[Path, typer.Option("--model", "-m", metavar="PATH",
+                                           help="Model file path.")]
 QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="Print only errors.")]
 DeviceOption = Annotated[Device, typer.Option(
     help="Where to run: auto uses a CUDA GPU when present.")]
@@ -95,13 +96,14 @@ def _run(action):
 
 @app.command()
 def fit(
-    data: Annotated[Path, typer.Argument(help="CSV of normal records to learn from.")],
+    data: Annotated[Path, typer.Argument(metavar="DATA.csv",
+                                         help="CSV of normal records to learn from.")],
     model: ModelOption = Path("model.vae"),
     seed: Annotated[int, typer.Option(help="Random seed: the same seed gives the same model.")] = 0,
     exclude: Annotated[Optional[list[str]], typer.Option(
-        help="Column to ignore (ids, labels, timestamps). Repeat for several.")] = None,
+        metavar="COLUMN", help="Column to ignore (ids, labels, timestamps). Repeat for several.")] = None,
     categorical: Annotated[Optional[list[str]], typer.Option(
-        help="Treat this column as categorical even if it holds numbers. Repeatable.")] = None,
+        metavar="COLUMN", help="Treat this column as categorical even if it holds numbers. Repeatable.")] = None,
     epochs: Annotated[Optional[int], typer.Option(
         help="Most epochs to train; early stopping usually ends sooner. Default: from data size.")] = None,
     batch_size: Annotated[Optional[int], typer.Option(
@@ -142,10 +144,10 @@ def fit(
 
 @app.command()
 def score(
-    data: Annotated[Path, typer.Argument(help="CSV of records to score.")],
+    data: Annotated[Path, typer.Argument(metavar="DATA.csv", help="CSV of records to score.")],
     model: ModelOption = Path("model.vae"),
     output: Annotated[Optional[str], typer.Option(
-        "--output", "-o",
+        "--output", "-o", metavar="PATH|-",
         help="Output CSV, or - for stdout. Default: DATA's name with .scored.csv.")] = None,
     seed: Annotated[Optional[int], typer.Option(
         help="Seed for the Monte Carlo draws. Default: the model's training seed.")] = None,
@@ -155,7 +157,7 @@ def score(
         help="Flag rows whose anomaly_score is above this. Default: the model's.")] = None,
     device: DeviceOption = Device.auto,
     fail_on_anomaly: Annotated[bool, typer.Option(
-        help="Exit with code 1 when any row is flagged.")] = False,
+        "--fail-on-anomaly", help="Exit with code 1 when any row is flagged.")] = False,
     quiet: QuietOption = False,
 ) -> None:
     """Score every record in DATA and flag anomalies.
@@ -186,7 +188,7 @@ def score(
 
 @app.command()
 def info(
-    model: Annotated[Path, typer.Argument(help="Model file written by fit.")],
+    model: Annotated[Path, typer.Argument(metavar="MODEL", help="Model file written by fit.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON for machines.")] = False,
 ) -> None:
     """Show a model's columns and kinds, threshold, training summary and versions.

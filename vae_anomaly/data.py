@@ -151,7 +151,7 @@ def category_text(values: pd.Series) -> np.ndarray:
     """Cells as the text a CSV would hold (True -> 'True', 3 -> '3'), None where missing."""
     missing = missing_mask(values)
     text = values.astype(object).map(_as_text)
-    out = text.to_numpy(dtype=object)
+    out = text.to_numpy(dtype=object, copy=True)  # pandas may hand back a read-only view
     out[missing] = None
     return out
 

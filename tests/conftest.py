@@ -1,0 +1,50 @@
+"""Shared fixtures: tiny mixed-type data and a model fitted on it, all on CPU in seconds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from vae_anomaly.api import fit_file
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLE_DATA = ROOT / "sample_data"
+FAST_FIT = {"epochs": 15, "seed": 0}
+
+
+def make_records(n: int, seed: int = 0, first_id: int = 0) -> pd.DataFrame:
+    """Normal records: y depends on x, colour on the sign of x, some missing cells."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=n)
+    frame = pd.DataFrame({
+        "id": [f"R{first_id + i:06d}" for i in range(n)],
+        "x": x.round(4),
+        "y": (2 * x + rng.normal(scale=0.1, size=n)).round(4),
+        "amount": rng.lognormal(3, 1, size=n).round(2),
+        "colour": np.where(x > 0, "red", "blue"),
+        "member": rng.random(n) < 0.3,
+    })
+    frame.loc[rng.random(n) < 0.05, "amount"] = np.nan
+    return frame
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory) -> Path:
+    """A folder with train.csv (400 normal rows) and new.csv (60 rows, some odd)."""
+    folder = tmp_path_factory.mktemp("tiny")
+    make_records(400, seed=1).to_csv(folder / "train.csv", index=False)
+    new = make_records(60, seed=2, first_id=1000)
+    new.loc[:4, "y"] = new.loc[:4, "x"] * -2  # broken relationship
+    new.to_csv(folder / "new.csv", index=False)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_dir) -> Path:
+    """A model fitted once on tiny train.csv; tests must not modify it."""
+    path = tiny_dir / "model.vae"
+    fit_file(tiny_dir / "train.csv", path, **FAST_FIT)
+    return path

@@ -1,0 +1,83 @@
+"""The method's mathematics: KL, reparameterization, gradients, Monte Carlo spread."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from torch.distributions import Normal, kl_divergence
+
+from vae_anomaly.model import TabularVAE, VAEConfig, gaussian_kl, reparameterize
+from vae_anomaly.scoring import row_normals
+
+
+def test_closed_form_kl_equals_torch_distributions():
+    generator = torch.Generator().manual_seed(0)
+    mu = torch.randn(50, 6, generator=generator) * 2
+    logvar = torch.randn(50, 6, generator=generator)
+    q = Normal(mu, torch.exp(0.5 * logvar))
+    p = Normal(torch.zeros_like(mu), torch.ones_like(mu))
+    expected = kl_divergence(q, p).sum(-1)
+    torch.testing.assert_close(gaussian_kl(mu, logvar), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_reparameterized_samples_have_the_right_mean_and_variance():
+    mu = torch.tensor([1.5, -2.0, 0.0])
+    logvar = torch.log(torch.tensor([0.25, 4.0, 1.0]))
+    eps = torch.randn(200_000, 3, generator=torch.Generator().manual_seed(1))
+    z = reparameterize(mu, logvar, eps)
+    torch.testing.assert_close(z.mean(0), mu, atol=0.02, rtol=0)
+    torch.testing.assert_close(z.var(0), logvar.exp(), atol=0.0, rtol=0.02)
+
+
+def test_gradients_reach_mu_and_logvar_through_z():
+    mu = torch.tensor([0.3, -0.7], requires_grad=True)
+    logvar = torch.tensor([0.1, -0.5], requires_grad=True)
+    eps = torch.tensor([0.8, -1.2])
+    z = reparameterize(mu, logvar, eps)
+    z.pow(2).sum().backward()
+    expected_mu = 2 * z.detach()
+    expected_logvar = 2 * z.detach() * eps * 0.5 * torch.exp(0.5 * logvar.detach())
+    torch.testing.assert_close(mu.grad, expected_mu)
+    torch.testing.assert_close(logvar.grad, expected_logvar)
+
+
+def test_row_normals_are_standard_normal_and_tied_to_the_row():
+    draws = row_normals(seed=3, rows=np.arange(20_000), samples=4, dim=5)
+    assert draws.shape == (4, 20_000, 5)
+    assert abs(draws.mean()) < 0.01
+    assert abs(draws.std() - 1) < 0.01
+    # Correlation between neighbouring dims and draws is negligible.
+    flat = draws.reshape(-1, 5)
+    assert np.abs(np.corrcoef(flat.T) - np.eye(5)).max() < 0.01
+    # Row 12345's draws do not depend on which other rows are in the batch.
+    alone = row_normals(seed=3, rows=np.array([12_345]), samples=4, dim=5)
+    np.testing.assert_array_equal(alone[:, 0], draws[:, 12_345])
+    assert not np.array_equal(row_normals(4, np.array([12_345]), 4, 5), alone)
+
+
+def test_monte_carlo_spread_of_the_score_shrinks_as_k_grows(tiny_model, tiny_dir):
+    from vae_anomaly import load
+
+    detector = load(tiny_model)
+    frame = pd.read_csv(tiny_dir / "new.csv").head(20)
+    spreads = {}
+    for k in (4, 64):
+        scores = np.stack([detector.score(frame, samples=k, seed=s)["anomaly_score"]
+                           for s in range(12)])
+        spreads[k] = scores.std(0).mean()
+    # Standard error falls as 1/sqrt(K): a 16x larger K gives ~4x less spread.
+    assert spreads[64] < spreads[4] / 2.5
+    assert spreads[64] > 0
+
+
+@pytest.mark.parametrize("variance", ["column", "row"])
+def test_decoder_log_variance_stays_within_its_bounds(variance):
+    config = VAEConfig(n_numeric=3, n_indicators=1, category_sizes=[4, 5], latent_dim=2,
+                       decoder_variance=variance)
+    model = TabularVAE(config)
+    out = model.decode(torch.randn(7, 100, 2) * 1000)
+    assert out.numeric_logvar.min() >= config.min_decoder_logvar
+    assert out.numeric_logvar.max() <= config.max_decoder_logvar
+    assert out.category_logits.shape == (7, 100, 9)

@@ -1,0 +1,109 @@
+"""Column kinds, scaling, missing values, unseen categories, and the state round trip."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import make_records
+from vae_anomaly.data import read_table
+from vae_anomaly.errors import InputError
+from vae_anomaly.preprocessing import MISSING_CODE, UNKNOWN_CODE, Preprocessor
+
+
+@pytest.fixture()
+def fitted():
+    return Preprocessor().fit(make_records(300), exclude=["id"])
+
+
+def test_kinds_come_from_the_data(fitted):
+    kinds = {c["name"]: c["kind"] for c in fitted.columns}
+    assert kinds == {"x": "numeric", "y": "numeric", "amount": "numeric",
+                     "colour": "categorical", "member": "categorical"}
+    assert fitted.ignored == {"id": "excluded with --exclude"}
+
+
+def test_categorical_option_overrides_a_numeric_column():
+    pre = Preprocessor().fit(make_records(100), categorical=["x"], exclude=["id"])
+    assert next(c for c in pre.columns if c["name"] == "x")["kind"] == "categorical"
+
+
+def test_csv_text_and_typed_frames_encode_identically(fitted, tmp_path):
+    frame = make_records(50, seed=5)
+    frame.to_csv(tmp_path / "f.csv", index=False)
+    from_text = fitted.transform(read_table(tmp_path / "f.csv"))
+    from_typed = fitted.transform(frame)
+    np.testing.assert_allclose(from_text.numeric, from_typed.numeric, rtol=1e-6)
+    np.testing.assert_array_equal(from_text.categories, from_typed.categories)
+
+
+def test_missing_numeric_becomes_median_plus_indicator(fitted):
+    frame = make_records(5, seed=9)
+    frame.loc[2, "amount"] = np.nan
+    batch = fitted.transform(frame)
+    amount = next(c for c in fitted.columns if c["name"] == "amount")
+    assert fitted.layout.n_indicators == 1  # only `amount` had missing cells in training
+    assert batch.indicators[2, 0] == 1 and batch.indicators[[0, 1, 3, 4], 0].sum() == 0
+    median_scaled = (0.0 - amount["mean"]) / amount["std"]  # asinh(0) = 0
+    assert batch.numeric[2, 2] == pytest.approx(median_scaled, rel=1e-5)
+
+
+def test_unseen_and_missing_categories_get_their_own_codes(fitted):
+    frame = make_records(3, seed=4)
+    frame["colour"] = ["purple", None, "red"]
+    codes = fitted.transform(frame).categories[:, 0]
+    assert codes[0] == UNKNOWN_CODE and codes[1] == MISSING_CODE and codes[2] > MISSING_CODE
+
+
+def test_heavy_tails_and_huge_values_stay_finite_and_ordered(fitted):
+    frame = make_records(4, seed=4)
+    frame["amount"] = [1.0, 1e6, 1e300, -1e308]
+    scaled = fitted.transform(frame).numeric[:, 2]
+    assert np.isfinite(scaled).all()
+    assert scaled[3] < scaled[0] < scaled[1] < scaled[2]
+
+
+def test_state_round_trips_through_json(fitted):
+    state = json.loads(json.dumps(fitted.to_state()))
+    rebuilt = Preprocessor.from_state(state)
+    frame = make_records(40, seed=8)
+    a, b = fitted.transform(frame), rebuilt.transform(frame)
+    np.testing.assert_array_equal(a.numeric, b.numeric)
+    np.testing.assert_array_equal(a.indicators, b.indicators)
+    np.testing.assert_array_equal(a.categories, b.categories)
+
+
+def test_id_like_text_column_is_ignored_with_a_note():
+    pre = Preprocessor().fit(make_records(100))
+    assert "id" in pre.ignored
+    assert pre.notes == ["column `id` is ignored: it has a distinct value in every row, so it "
+                         "looks like an id (pass --categorical id to use it)"]
+
+
+def test_text_in_a_numeric_column_names_the_column_and_row(fitted):
+    frame = make_records(5).astype(object)
+    frame.loc[3, "y"] = "abc"
+    with pytest.raises(InputError) as error:
+        fitted.transform(frame, source="new.csv")
+    assert str(error.value) == ("column `y` in new.csv has non-numeric value 'abc' at row 4; "
+                                "fix the value or mark it missing")
+
+
+def test_a_missing_feature_column_is_named(fitted):
+    with pytest.raises(InputError) as error:
+        fitted.transform(make_records(5).drop(columns=["amount"]), source="new.csv")
+    assert str(error.value) == ("column `amount` is missing from new.csv "
+                                "(the model was trained with it)")
+
+
+def test_many_levels_are_capped_and_rare_ones_become_other():
+    frame = pd.DataFrame({"code": [f"c{i % 150}" for i in range(3000)],
+                          "v": np.arange(3000.0)})
+    pre = Preprocessor(max_levels=100).fit(frame)
+    spec = pre.columns[0]
+    assert len(spec["levels"]) == 100 and len(spec["rare_levels"]) == 50
+    codes = pre.transform(pd.DataFrame({"code": [spec["rare_levels"][0]], "v": [1.0]})).categories
+    assert codes[0, 0] == 2  # OTHER_CODE
