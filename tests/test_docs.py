@@ -78,3 +78,11 @@ if __name__ == "__main__":
     head = CLI_MD.read_text().split(MARKER)[0] if CLI_MD.exists() else "# Command-line reference\n\n"
     CLI_MD.write_text(head + render_reference())
     print(f"wrote {CLI_MD}")
+
+
+def test_ci_runs_the_readme_test_command():
+    root = CLI_MD.parent.parent
+    readme_blocks = (root / "README.md").read_text().split("```")[1::2]
+    test_command = next(b.strip() for b in readme_blocks if "pytest" in b)
+    ci_lines = [line.strip() for line in (root / ".ci" / "run").read_text().splitlines()]
+    assert test_command in ci_lines, ".ci/run no longer runs the README's test command"
