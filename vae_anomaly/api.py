@@ -10,16 +10,24 @@ Example:
 
 from __future__ import annotations
 
+import glob
 import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import pandas as pd
+import pyarrow as pa
 
 from .artifact import FORMAT_NAME, FORMAT_VERSION
-from .data import atomic_output, check_writable_destination, read_table
+from .data import (
+    DEFAULT_CHUNK_ROWS,
+    check_writable_destination,
+    is_parquet,
+    read_batches,
+    read_table,
+    table_output,
+)
 from .detector import SCORE_COLUMNS, FitSummary, VAEAnomalyDetector, load
 from .errors import InputError, OutputError
 from .preprocessing import NUMERIC
@@ -40,6 +48,7 @@ class ScoreResult:
     threshold: float
     output: Path | None  # None: written to stdout
     seconds: float
+    input: Path | None = None
 
 
 def fit_file(data, model_path, *, callbacks: Sequence[TrainingCallback] = (),
@@ -57,42 +66,90 @@ def fit_file(data, model_path, *, callbacks: Sequence[TrainingCallback] = (),
 
 
 def default_output_path(data: Path) -> Path:
-    return data.with_name(f"{data.stem}.scored.csv")
+    suffix = ".scored.parquet" if is_parquet(data) else ".scored.csv"
+    return data.with_name(f"{data.name.split('.')[0]}{suffix}")
 
 
 def score_file(data, model_path, *, output: str | Path | None = None, seed: int | None = None,
                samples: int | None = None, threshold: float | None = None,
-               device: str = "cpu") -> ScoreResult:
-    """Score the CSV ``data``; write every input column plus the score columns.
+               device: str = "cpu", chunk_size: int = DEFAULT_CHUNK_ROWS,
+               detector: VAEAnomalyDetector | None = None) -> ScoreResult:
+    """Score the file ``data`` in chunks; write every input column plus the score columns.
 
-    ``output`` is a path, ``"-"`` for stdout, or None for DATA.scored.csv beside DATA.
+    ``output`` is a path (CSV or Parquet by extension), ``"-"`` for CSV on stdout, or
+    None for DATA.scored.csv beside DATA. Memory stays bounded by ``chunk_size``
+    rows, and the scores equal those of scoring the file in one piece.
     """
     started = time.perf_counter()
+    if chunk_size < 1:
+        raise InputError(f"--chunk-size must be at least 1 (got {chunk_size})")
     data = Path(data)
     destination = None if output == "-" else Path(output or default_output_path(data))
     if destination is not None:
         _refuse_same_file(data, destination, "--output")
         check_writable_destination(destination)
+    detector = detector or load(model_path)
+    rows = flagged = 0
+    with table_output(destination, stdout=sys.stdout.buffer) as writer:
+        for table in read_batches(data, chunk_size):
+            _refuse_clashing_columns(table, data)
+            scores = detector.score_columns(table, samples=samples, seed=seed,
+                                            threshold=threshold, first_row=rows,
+                                            source=data.name, device=device)
+            writer.write(_with_scores(table, scores))
+            rows += table.num_rows
+            flagged += int(scores["is_anomaly"].sum())
+    return ScoreResult(rows=rows, flagged=flagged,
+                       threshold=detector.threshold_ if threshold is None else threshold,
+                       output=destination, seconds=time.perf_counter() - started, input=data)
+
+
+def score_files(pattern: str | Path, model_path, *, output: str | Path | None = None,
+                output_dir: str | Path | None = None, **options) -> list[ScoreResult]:
+    """Score one file, or every file a glob such as 'incoming/*.csv' matches.
+
+    With ``output_dir`` each input gets an output of the same name there;
+    without it the pattern must name one file, written to ``output``.
+    """
+    inputs = expand_inputs(pattern)
+    if output_dir is None:
+        if len(inputs) > 1:
+            raise InputError(f"{str(pattern)!r} matches {len(inputs)} files; pass --output-dir "
+                             "to write one output per input")
+        return [score_file(inputs[0], model_path, output=output, **options)]
+    if output is not None:
+        raise InputError("pass either --output or --output-dir, not both")
+    output_dir = Path(output_dir)
+    if not output_dir.is_dir():
+        raise OutputError(f"output folder {output_dir} does not exist; create it first")
     detector = load(model_path)
-    frame = read_table(data)
-    clashes = [name for name in SCORE_COLUMNS if name in frame.columns]
+    return [score_file(path, model_path, output=output_dir / path.name, detector=detector,
+                       **options) for path in inputs]
+
+
+def expand_inputs(pattern: str | Path) -> list[Path]:
+    """A plain path, or the sorted files a glob pattern matches (an error if none)."""
+    text = str(pattern)
+    if not glob.has_magic(text):
+        return [Path(text)]
+    matches = sorted(Path(p) for p in glob.glob(text) if Path(p).is_file())
+    if not matches:
+        raise InputError(f"no files match {text!r}; check the pattern (quote it so the shell "
+                         "does not expand it)")
+    return matches
+
+
+def _refuse_clashing_columns(table: pa.Table, data: Path) -> None:
+    clashes = [name for name in SCORE_COLUMNS if name in table.column_names]
     if clashes:
         raise InputError(f"{data.name} already has a column `{clashes[0]}` (is it an output of "
                          "score?); rename or drop that column")
-    scores = detector.score(frame, samples=samples, seed=seed, threshold=threshold,
-                            source=data.name, device=device)
-    _write_csv(pd.concat([frame, scores], axis=1), destination)
-    return ScoreResult(rows=len(frame), flagged=int(scores["is_anomaly"].sum()),
-                       threshold=detector.threshold_ if threshold is None else threshold,
-                       output=destination, seconds=time.perf_counter() - started)
 
 
-def _write_csv(frame: pd.DataFrame, destination: Path | None) -> None:
-    if destination is None:
-        frame.to_csv(sys.stdout, index=False)
-        return
-    with atomic_output(destination) as stream:
-        frame.to_csv(stream, index=False)
+def _with_scores(table: pa.Table, scores: dict) -> pa.Table:
+    for name in SCORE_COLUMNS:
+        table = table.append_column(name, pa.array(scores[name]))
+    return table
 
 
 def _refuse_same_file(data: Path, destination: Path, option: str) -> None:

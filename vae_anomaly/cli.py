@@ -19,7 +19,8 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from .api import describe_model, fit_file, score_file
+from .api import describe_model, fit_file, score_files
+from .data import DEFAULT_CHUNK_ROWS
 from .errors import VAEAnomalyError
 from .training import EpochStats
 
@@ -144,17 +145,24 @@ def fit(
 
 @app.command()
 def score(
-    data: Annotated[Path, typer.Argument(metavar="DATA.csv", help="CSV of records to score.")],
+    data: Annotated[str, typer.Argument(
+        metavar="DATA", help="CSV or Parquet file to score, or a quoted glob such as "
+                             "'incoming/*.csv' (with --output-dir).")],
     model: ModelOption = Path("model.vae"),
     output: Annotated[Optional[str], typer.Option(
         "--output", "-o", metavar="PATH|-",
-        help="Output CSV, or - for stdout. Default: DATA's name with .scored.csv.")] = None,
+        help="Output file (.csv or .parquet), or - for CSV on stdout. "
+             "Default: DATA's name with .scored.csv.")] = None,
+    output_dir: Annotated[Optional[Path], typer.Option(
+        metavar="DIR", help="Write one output per input, with the input's name, in DIR.")] = None,
     seed: Annotated[Optional[int], typer.Option(
         help="Seed for the Monte Carlo draws. Default: the model's training seed.")] = None,
     samples: Annotated[Optional[int], typer.Option(
         help="Monte Carlo draws K per row. Default: the model's (16).")] = None,
     threshold: Annotated[Optional[float], typer.Option(
         help="Flag rows whose anomaly_score is above this. Default: the model's.")] = None,
+    chunk_size: Annotated[int, typer.Option(
+        help="Rows read, scored and written at a time; bounds memory.")] = DEFAULT_CHUNK_ROWS,
     device: DeviceOption = Device.auto,
     fail_on_anomaly: Annotated[bool, typer.Option(
         "--fail-on-anomaly", help="Exit with code 1 when any row is flagged.")] = False,
@@ -164,26 +172,33 @@ def score(
 
     The output holds every input column unchanged, then anomaly_score (higher is
     more anomalous), is_anomaly (0/1 at the threshold), reconstruction_nll,
-    kl_divergence and score_std_error. It is written atomically: a failed run
-    leaves no partial file and keeps any earlier output.
+    kl_divergence and score_std_error. Files are read and written in chunks, and
+    each output is written atomically: a failed run leaves no partial file and
+    keeps any earlier output.
 
     Example: vae-anomaly score new.csv --model model.vae -o scored.csv --fail-on-anomaly
     """
-    result = _run(lambda: score_file(data, model, output=output, seed=seed, samples=samples,
-                                     threshold=threshold, device=device.value))
+    results = _run(lambda: score_files(data, model, output=output, output_dir=output_dir,
+                                       seed=seed, samples=samples, threshold=threshold,
+                                       device=device.value, chunk_size=chunk_size))
     if not quiet:
         console = _stderr()
-        if result.rows == 0:
-            console.print(f"Note: {data.name} has no rows; wrote a header-only output",
-                          markup=False)
-        share = result.flagged / result.rows if result.rows else 0.0
-        destination = "stdout" if result.output is None else str(result.output)
-        console.print(
-            f"Scored {result.rows} rows in {result.seconds:.1f}s: {result.flagged} anomalies "
-            f"({share:.1%}) above threshold {result.threshold:.4g}; wrote {destination}",
-            markup=False)
-    if fail_on_anomaly and result.flagged:
+        for result in results:
+            _report_scored(console, result)
+    if fail_on_anomaly and any(result.flagged for result in results):
         raise typer.Exit(EXIT_ANOMALIES)
+
+
+def _report_scored(console: Console, result) -> None:
+    if result.rows == 0:
+        console.print(f"Note: {result.input.name} has no rows; wrote a header-only output",
+                      markup=False)
+    share = result.flagged / result.rows if result.rows else 0.0
+    destination = "stdout" if result.output is None else str(result.output)
+    console.print(
+        f"Scored {result.rows} rows in {result.seconds:.1f}s: {result.flagged} anomalies "
+        f"({share:.1%}) above threshold {result.threshold:.4g}; wrote {destination}",
+        markup=False)
 
 
 @app.command()

@@ -1,15 +1,18 @@
 """Reading tables, converting columns, and writing files atomically.
 
-CSV files are read with every cell as its raw text, so that columns the model
-does not use (ids, labels, timestamps) are written back exactly as they came.
-Typed conversion happens per column, against the schema, with errors that name
-the column and the row.
+Tables are Apache Arrow tables. CSV cells are read as their raw text, so columns
+the model does not use (ids, labels, timestamps) are written back with the same
+values; Parquet columns keep their types. Typed conversion happens per column,
+against the schema, in Arrow's compute kernels (no Python loop over rows), with
+errors that name the column and the row. ``read_batches`` streams a file in
+chunks, so memory does not grow with the file.
 """
 
 from __future__ import annotations
 
 import contextlib
 import csv
+import io
 import os
 import tempfile
 from collections.abc import Iterator
@@ -17,52 +20,103 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pa_csv
+import pyarrow.parquet as pq
 
 from .errors import InputError, OutputError
 
 # Cell texts read as missing; the same set pandas treats as NA by default.
-MISSING_TOKENS = frozenset(
+MISSING_TOKENS = pa.array(
     ["", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND",
      "1.#QNAN", "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null"]
 )
+PARQUET_SUFFIXES = (".parquet", ".pq")
+DEFAULT_CHUNK_ROWS = 100_000
 
 
-def read_table(path: str | os.PathLike) -> pd.DataFrame:
-    """Read a CSV file with every cell as text (object dtype, no NA parsing).
+def is_parquet(path: str | os.PathLike) -> bool:
+    return str(path).lower().endswith(PARQUET_SUFFIXES)
 
-    Raises InputError with a one-line message for a missing file, a directory,
-    an empty file, bytes that are not UTF-8, duplicate column names or a
-    malformed CSV.
+
+# ----- reading ----------------------------------------------------------------------
+def read_table(path: str | os.PathLike) -> pa.Table:
+    """Read a whole CSV (every cell as text) or Parquet file into an Arrow table.
+
+    Raises InputError with a one-line message for a missing file, a directory, an
+    empty file, bytes that are not UTF-8, duplicate column names or a malformed CSV.
     """
+    return pa.concat_tables(read_batches(path, chunk_rows=1 << 62))
+
+
+def read_batches(path: str | os.PathLike, chunk_rows: int = DEFAULT_CHUNK_ROWS) -> Iterator[pa.Table]:
+    """Yield the file as tables of at most about ``chunk_rows`` rows (at least one table)."""
     path = Path(path)
     _check_readable_file(path)
+    reader = _parquet_batches(path, chunk_rows) if is_parquet(path) else _csv_batches(path)
+    pending, pending_rows, schema = [], 0, None
+    with _arrow_errors(path):
+        for batch in reader:
+            schema = batch.schema
+            pending.append(batch)
+            pending_rows += batch.num_rows
+            if pending_rows >= chunk_rows:
+                yield pa.Table.from_batches(pending, schema=schema)
+                pending, pending_rows = [], 0
+    if pending or schema is None:
+        yield pa.Table.from_batches(pending, schema=schema or _header_schema(path))
+
+
+def _csv_batches(path: Path) -> Iterator[pa.RecordBatch]:
     header = _read_header(path)
     _check_header(header, path)
+    text = {name: pa.string() for name in header}
+    options = pa_csv.ConvertOptions(column_types=text, strings_can_be_null=False,
+                                    quoted_strings_can_be_null=False)
+    reader = pa_csv.open_csv(path, read_options=pa_csv.ReadOptions(block_size=8 << 20),
+                             convert_options=options)
+    yield from reader
+
+
+def _parquet_batches(path: Path, chunk_rows: int) -> Iterator[pa.RecordBatch]:
     try:
-        frame = pd.read_csv(
-            path, dtype=object, keep_default_na=False, na_filter=False,
-            encoding="utf-8-sig", engine="c", skip_blank_lines=True,
-        )
-    except UnicodeDecodeError as exc:
-        raise InputError(
-            f"{path.name} is not UTF-8 text (bad byte at position {exc.start}); "
-            "re-save it as UTF-8"
-        ) from None
-    except pd.errors.ParserError as exc:
-        detail = str(exc).strip().splitlines()[-1]
+        parquet = pq.ParquetFile(path)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise InputError(f"{path.name} is not a readable Parquet file ({_first_line(exc)}); "
+                         "check the file") from None
+    _check_header(parquet.schema_arrow.names, path)
+    yield from parquet.iter_batches(batch_size=min(chunk_rows, 1 << 20))
+
+
+def _header_schema(path: Path) -> pa.Schema:
+    names = pq.ParquetFile(path).schema_arrow.names if is_parquet(path) else _read_header(path)
+    return pa.schema([(name, pa.string()) for name in names])
+
+
+@contextlib.contextmanager
+def _arrow_errors(path: Path) -> Iterator[None]:
+    try:
+        yield
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as exc:
+        detail = _first_line(exc)
+        if "UTF8" in detail or "UTF-8" in detail:
+            raise InputError(f"{path.name} is not UTF-8 text ({detail}); re-save it as UTF-8") from None
         raise InputError(f"{path.name} is not a well-formed CSV: {detail}; fix the file") from None
-    return frame
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
 
 
 def _check_readable_file(path: Path) -> None:
     if not path.exists():
         raise InputError(f"file not found: {path}; check the path")
     if path.is_dir():
-        raise InputError(f"{path} is a directory, not a CSV file; pass a file path")
+        raise InputError(f"{path} is a directory, not a data file; pass a file path")
     if path.stat().st_size == 0:
-        raise InputError(
-            f"{path.name} is empty (0 bytes); expected a CSV file with a header row"
-        )
+        raise InputError(f"{path.name} is empty (0 bytes); expected a CSV file with a header row")
 
 
 def _read_header(path: Path) -> list[str]:
@@ -70,10 +124,8 @@ def _read_header(path: Path) -> list[str]:
         with open(path, newline="", encoding="utf-8-sig") as handle:
             return next(csv.reader(handle), [])
     except UnicodeDecodeError as exc:
-        raise InputError(
-            f"{path.name} is not UTF-8 text (bad byte at position {exc.start}); "
-            "re-save it as UTF-8"
-        ) from None
+        raise InputError(f"{path.name} is not UTF-8 text (bad byte at position {exc.start}); "
+                         "re-save it as UTF-8") from None
     except OSError as exc:
         raise InputError(f"cannot read {path}: {exc.strerror}") from None
 
@@ -84,86 +136,134 @@ def _check_header(header: list[str], path: Path) -> None:
     seen: set[str] = set()
     for name in header:
         if name in seen:
-            raise InputError(
-                f"column `{name}` appears twice in the header of {path.name}; "
-                "give every column a unique name"
-            )
+            raise InputError(f"column `{name}` appears twice in the header of {path.name}; "
+                             "give every column a unique name")
         seen.add(name)
 
 
-def missing_mask(values: pd.Series) -> np.ndarray:
-    """True where a cell is missing: NaN/None, or a missing-value token such as ''."""
-    if values.dtype == object or pd.api.types.is_string_dtype(values.dtype):
-        text = values.astype(object)
-        isnull = pd.isna(text).to_numpy()
-        stripped = text.where(isnull, text.astype(str).str.strip())
-        return isnull | stripped.isin(MISSING_TOKENS).to_numpy()
-    return pd.isna(values).to_numpy()
+def to_arrow(frame: pd.DataFrame | pa.Table) -> pa.Table:
+    """Accept a pandas DataFrame or an Arrow table; return an Arrow table."""
+    if isinstance(frame, pa.Table):
+        return frame
+    if not isinstance(frame, pd.DataFrame):
+        raise InputError(f"expected a pandas DataFrame or pyarrow Table, got {type(frame).__name__}")
+    columns = {}
+    for name in frame.columns:
+        values = frame[name]
+        try:
+            columns[str(name)] = pa.array(values, from_pandas=True)
+        except (pa.ArrowInvalid, pa.ArrowTypeError):  # mixed types: keep them as text
+            columns[str(name)] = pa.array(values.map(_as_text), type=pa.string(), from_pandas=True)
+    return pa.table(columns) if columns else pa.table({})
 
 
-def parse_numeric(values: pd.Series, column: str, source: str) -> np.ndarray:
+# ----- typed conversion ---------------------------------------------------------------
+def _plain(values) -> pa.Array:
+    if isinstance(values, pa.ChunkedArray):
+        return values.combine_chunks() if values.num_chunks != 1 else values.chunk(0)
+    return values
+
+
+def missing_mask(values) -> np.ndarray:
+    """True where a cell is missing: null, NaN, or a missing-value token such as ''."""
+    values = _plain(values)
+    missing = pc.is_null(values, nan_is_null=pa.types.is_floating(values.type))
+    if pa.types.is_string(values.type) or pa.types.is_large_string(values.type):
+        token = pc.is_in(pc.utf8_trim_whitespace(values), value_set=MISSING_TOKENS)
+        missing = pc.or_(missing, pc.fill_null(token, True))
+    return missing.to_numpy(zero_copy_only=False)
+
+
+def parse_numeric(values, column: str, source: str) -> np.ndarray:
     """Convert a column to float64 with NaN for missing cells.
 
     Raises InputError naming the first row whose text is not a number, or whose
     value is infinite.
     """
-    if pd.api.types.is_bool_dtype(values.dtype):
+    values = _plain(values)
+    if pa.types.is_boolean(values.type):
         raise InputError(f"column `{column}` in {source} holds true/false values, not numbers; "
                          f"retrain with --categorical {column}")
-    if pd.api.types.is_numeric_dtype(values.dtype):
-        numbers = values.to_numpy(dtype=np.float64, na_value=np.nan)
+    missing = missing_mask(values)
+    if pa.types.is_integer(values.type) or pa.types.is_floating(values.type) \
+            or pa.types.is_decimal(values.type):
+        numbers = pc.cast(values, pa.float64()).to_numpy(zero_copy_only=False)
+        numbers = np.where(missing, np.nan, numbers)
+    elif pa.types.is_string(values.type) or pa.types.is_large_string(values.type):
+        numbers = _parse_text_numbers(values, missing, column, source)
     else:
-        missing = missing_mask(values)
-        text = values.astype(object).where(~missing, None)
-        numbers = pd.to_numeric(text, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
-        bad = np.isnan(numbers) & ~missing
-        if bad.any():
-            row = int(np.flatnonzero(bad)[0])
-            raise InputError(
-                f"column `{column}` in {source} has non-numeric value {str(values.iloc[row])!r} "
-                f"at row {row + 1}; fix the value or mark it missing"
-            )
+        raise InputError(f"column `{column}` in {source} has type {values.type}, not numbers; "
+                         f"retrain with --categorical {column} or exclude it")
     infinite = np.isinf(numbers)
     if infinite.any():
         row = int(np.flatnonzero(infinite)[0])
-        raise InputError(
-            f"column `{column}` in {source} has an infinite value at row {row + 1}; "
-            "replace it with a finite number or leave the cell empty"
-        )
+        raise InputError(f"column `{column}` in {source} has an infinite value at row {row + 1}; "
+                         "replace it with a finite number or leave the cell empty")
     return numbers
 
 
-def looks_numeric(values: pd.Series) -> bool:
+def _parse_text_numbers(values: pa.Array, missing: np.ndarray, column: str,
+                        source: str) -> np.ndarray:
+    text = pc.if_else(pa.array(missing), pa.scalar(None, values.type),
+                      pc.utf8_trim_whitespace(values))
+    try:
+        return pc.cast(text, pa.float64()).to_numpy(zero_copy_only=False)
+    except pa.ArrowInvalid:
+        parsed = pd.to_numeric(pd.Series(text.to_pylist(), dtype=object), errors="coerce")
+        bad = np.flatnonzero(parsed.isna().to_numpy() & ~missing)
+        row = int(bad[0]) if len(bad) else 0
+        raise InputError(f"column `{column}` in {source} has non-numeric value "
+                         f"{values[row].as_py()!r} at row {row + 1}; "
+                         "fix the value or mark it missing") from None
+
+
+def looks_numeric(values) -> bool:
     """Whether every non-missing cell parses as a number (pandas' own inference rule)."""
-    if pd.api.types.is_bool_dtype(values.dtype):
+    values = _plain(values)
+    if pa.types.is_boolean(values.type):
         return False
-    if pd.api.types.is_numeric_dtype(values.dtype):
+    if pa.types.is_integer(values.type) or pa.types.is_floating(values.type):
         return True
+    if not (pa.types.is_string(values.type) or pa.types.is_large_string(values.type)):
+        return False
     missing = missing_mask(values)
     if missing.all():
         return False
-    text = values.astype(object)[~missing]
-    parsed = pd.to_numeric(text, errors="coerce")
-    return not bool(pd.isna(parsed).any())
+    try:
+        _parse_text_numbers(values, missing, "", "")
+    except InputError:
+        return False
+    return True
 
 
-def category_text(values: pd.Series) -> np.ndarray:
-    """Cells as the text a CSV would hold (True -> 'True', 3 -> '3'), None where missing."""
+def category_text(values) -> pa.Array:
+    """Cells as the text a CSV would hold (True -> 'True', 3 -> '3'); null where missing."""
+    values = _plain(values)
     missing = missing_mask(values)
-    text = values.astype(object).map(_as_text)
-    out = text.to_numpy(dtype=object, copy=True)  # pandas may hand back a read-only view
-    out[missing] = None
-    return out
+    if pa.types.is_boolean(values.type):
+        text = pc.if_else(values, "True", "False")
+    elif pa.types.is_floating(values.type):
+        whole = pc.equal(values, pc.round(values))
+        as_int = pc.cast(pc.cast(values, pa.int64(), safe=False), pa.string())
+        text = pc.if_else(pc.fill_null(whole, False), as_int, pc.cast(values, pa.string()))
+    elif pa.types.is_string(values.type) or pa.types.is_large_string(values.type):
+        text = pc.cast(values, pa.string())
+    else:
+        text = pc.cast(values, pa.string())
+    return pc.if_else(pa.array(missing), pa.scalar(None, pa.string()), text)
 
 
 def _as_text(value: object) -> object:
-    if isinstance(value, str) or value is None:
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return None
+    if isinstance(value, str):
         return value
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
     return str(value)
 
 
+# ----- writing ------------------------------------------------------------------------
 def check_writable_destination(path: Path) -> Path:
     """Fail early, before any work, if ``path`` cannot be written; return its folder."""
     directory = path.parent
@@ -198,6 +298,46 @@ def atomic_output(path: str | os.PathLike, mode: str = "w") -> Iterator:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp_name)
         raise
+
+
+class TableWriter:
+    """Writes tables one after another to CSV or Parquet (by extension), or CSV to a stream."""
+
+    def __init__(self, stream, parquet: bool):
+        self.stream, self.parquet, self.writer = stream, parquet, None
+
+    def write(self, table: pa.Table) -> None:
+        if self.writer is None:
+            self.writer = (pq.ParquetWriter(self.stream, table.schema) if self.parquet
+                           else self._csv_writer(table.schema))
+        self.writer.write_table(table)
+
+    def _csv_writer(self, schema: pa.Schema) -> pa_csv.CSVWriter:
+        # Arrow quotes every header name; write the header the way csv.writer does,
+        # quoting only names that need it, so it matches the input's header.
+        header = io.StringIO()
+        csv.writer(header, lineterminator="\n").writerow(schema.names)
+        self.stream.write(header.getvalue().encode())
+        return pa_csv.CSVWriter(self.stream, schema,
+                                write_options=pa_csv.WriteOptions(include_header=False))
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+@contextlib.contextmanager
+def table_output(path: Path | None, stdout=None) -> Iterator[TableWriter]:
+    """A TableWriter onto ``path`` (atomically) or, when ``path`` is None, onto ``stdout``."""
+    if path is None:
+        writer = TableWriter(stdout, parquet=False)
+        yield writer
+        writer.close()
+        return
+    with atomic_output(path, "wb") as stream:
+        writer = TableWriter(stream, parquet=is_parquet(path))
+        yield writer
+        writer.close()
 
 
 def _current_umask() -> int:

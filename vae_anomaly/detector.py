@@ -20,10 +20,12 @@ from datetime import datetime, timezone
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import torch
 
 from . import __version__
 from .artifact import read_model, write_model
+from .data import to_arrow
 from .errors import InputError, ModelFileError
 from .model import TabularVAE, VAEConfig
 from .preprocessing import EncodedBatch, Preprocessor
@@ -87,18 +89,20 @@ class VAEAnomalyDetector:
         self.callbacks: list[TrainingCallback] = []
 
     # ----- fitting -----------------------------------------------------------------
-    def fit(self, frame: pd.DataFrame, source: str = "the training data") -> VAEAnomalyDetector:
+    def fit(self, frame: pd.DataFrame | pa.Table,
+            source: str = "the training data") -> VAEAnomalyDetector:
         """Learn normal behaviour from ``frame`` and set the threshold on held-out rows."""
         self._check_params()
         started = time.perf_counter()
-        if len(frame) < MIN_TRAINING_ROWS:
-            raise InputError(f"{source} has {len(frame)} row(s); fit needs at least "
+        frame = to_arrow(frame)
+        if frame.num_rows < MIN_TRAINING_ROWS:
+            raise InputError(f"{source} has {frame.num_rows} row(s); fit needs at least "
                              f"{MIN_TRAINING_ROWS} rows of normal records")
         device = resolve_device(self.device)
         self.preprocessor_ = Preprocessor().fit(frame, categorical=self.categorical,
                                                 exclude=self.exclude, source=source)
         encoded = self.preprocessor_.transform(frame, source=source)
-        train_index, val_index = self._split(len(frame))
+        train_index, val_index = self._split(frame.num_rows)
         torch.manual_seed(self.seed)
         layout = self.preprocessor_.layout
         self.config_ = VAEConfig.sized_for(layout.n_numeric, layout.n_indicators,
@@ -115,7 +119,7 @@ class VAEAnomalyDetector:
         self.validation_scores_ = np.sort(val_scores.score)
         self.threshold_ = threshold_at(self.validation_scores_, self.fpr)
         self.summary_ = FitSummary(
-            rows=len(frame), train_rows=len(train_index), validation_rows=len(val_index),
+            rows=frame.num_rows, train_rows=len(train_index), validation_rows=len(val_index),
             epochs_run=len(result.history), best_epoch=result.best_epoch,
             stopped_early=result.stopped_early, seconds=time.perf_counter() - started,
             device=str(device), history=[s.to_dict() for s in result.history])
@@ -145,35 +149,42 @@ class VAEAnomalyDetector:
                               learning_rate=self.learning_rate, beta=self.beta)
 
     # ----- scoring -----------------------------------------------------------------
-    def score(self, frame: pd.DataFrame, *, samples: int | None = None, seed: int | None = None,
-              threshold: float | None = None, first_row: int = 0,
+    def score(self, frame: pd.DataFrame | pa.Table, *, samples: int | None = None,
+              seed: int | None = None, threshold: float | None = None, first_row: int = 0,
               source: str = "the data", device: str = "cpu") -> pd.DataFrame:
-        """Score every row: a frame of SCORE_COLUMNS, index aligned with ``frame``.
+        """Score every row: a DataFrame of SCORE_COLUMNS (index aligned with a pandas ``frame``).
 
         ``first_row`` is the row id of the frame's first row, so that chunks of one
-        file get the same draws as the file in one piece.
+        file get the same draws, hence the same scores, as the file in one piece.
         """
+        columns = self.score_columns(frame, samples=samples, seed=seed, threshold=threshold,
+                                     first_row=first_row, source=source, device=device)
+        index = frame.index if isinstance(frame, pd.DataFrame) else None
+        return pd.DataFrame(columns, index=index)
+
+    def score_columns(self, frame: pd.DataFrame | pa.Table, *, samples: int | None = None,
+                      seed: int | None = None, threshold: float | None = None,
+                      first_row: int = 0, source: str = "the data",
+                      device: str = "cpu") -> dict[str, np.ndarray]:
+        """Like ``score``, as a dict of numpy arrays keyed by SCORE_COLUMNS."""
         self._check_fitted()
         samples = self.samples if samples is None else samples
         if samples < 1:
             raise InputError(f"--samples must be at least 1 (got {samples})")
         encoded = self.preprocessor_.transform(frame, source=source)
-        rows = np.arange(first_row, first_row + len(frame))
+        rows = np.arange(first_row, first_row + len(encoded))
         target = resolve_device(device)
         self.model_.to(target)
-        try:
-            parts = self._score_encoded(encoded, rows, samples,
-                                        self.seed if seed is None else seed, target)
-        finally:
-            self.model_.cpu()
+        parts = self._score_encoded(encoded, rows, samples, self.seed if seed is None else seed,
+                                    target)
         cut = self.threshold_ if threshold is None else threshold
-        return pd.DataFrame({
+        return {
             "anomaly_score": parts.score,
             "is_anomaly": (parts.score > cut).astype(np.int64),
             "reconstruction_nll": parts.reconstruction,
             "kl_divergence": parts.kl,
             "score_std_error": parts.std_error,
-        }, index=frame.index)
+        }
 
     def _score_encoded(self, encoded: EncodedBatch, row_ids: np.ndarray, samples: int, seed: int,
                        device) -> ScoreParts:

@@ -16,8 +16,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
-from .data import category_text, looks_numeric, missing_mask, parse_numeric
+from .data import category_text, looks_numeric, missing_mask, parse_numeric, to_arrow
 from .errors import InputError
 
 NUMERIC = "numeric"
@@ -69,16 +71,17 @@ class Preprocessor:
     notes: list[str] = field(default_factory=list)
 
     # ----- fitting -----------------------------------------------------------------
-    def fit(self, frame: pd.DataFrame, *, categorical=(), exclude=(),
+    def fit(self, frame: pd.DataFrame | pa.Table, *, categorical=(), exclude=(),
             source: str = "training data") -> Preprocessor:
         """Choose column kinds and learn the scaling and levels from ``frame``."""
-        _check_named_columns(frame, list(categorical) + list(exclude), source)
+        table = to_arrow(frame)
+        _check_named_columns(table, list(categorical) + list(exclude), source)
         self.columns, self.ignored, self.notes = [], {}, []
-        for name in frame.columns:
+        for name in table.column_names:
             if name in exclude:
                 self.ignored[name] = "excluded with --exclude"
                 continue
-            spec = self._fit_column(frame[name], name, name in categorical)
+            spec = self._fit_column(table.column(name), name, name in categorical)
             if spec is not None:
                 self.columns.append(spec)
         if not self.columns:
@@ -86,14 +89,17 @@ class Preprocessor:
                              "keep at least one column")
         return self
 
-    def _fit_column(self, values: pd.Series, name: str, force_categorical: bool) -> dict | None:
+    def _fit_column(self, values: pa.ChunkedArray, name: str,
+                    force_categorical: bool) -> dict | None:
         missing = missing_mask(values)
         if missing.all():
             self._ignore(name, "it is empty in every row")
             return None
         if not force_categorical and looks_numeric(values):
             return _fit_numeric(values, name, missing)
-        levels = pd.Series(category_text(values)[~missing]).value_counts()
+        counted = pc.value_counts(category_text(values).drop_null())
+        levels = pd.Series(counted.field("counts").to_numpy(),
+                           index=counted.field("values").to_pylist())
         if not force_categorical and len(levels) == (~missing).sum() and len(levels) >= 20:
             self._ignore(name, "it has a distinct value in every row, so it looks like an id "
                                f"(pass --categorical {name} to use it)")
@@ -119,21 +125,23 @@ class Preprocessor:
     def feature_names(self) -> list[str]:
         return [c["name"] for c in self.columns]
 
-    def transform(self, frame: pd.DataFrame, source: str = "the data") -> EncodedBatch:
+    def transform(self, frame: pd.DataFrame | pa.Table, source: str = "the data") -> EncodedBatch:
         """Encode ``frame``; raises InputError for a missing column or a bad value."""
-        absent = [name for name in self.feature_names if name not in frame.columns]
+        table = to_arrow(frame)
+        absent = [name for name in self.feature_names if name not in table.column_names]
         if absent:
             raise InputError(_missing_columns_message(absent, source))
         numeric, indicators, categories = [], [], []
         for spec in self.columns:
+            values = table.column(spec["name"])
             if spec["kind"] == NUMERIC:
-                scaled, was_missing = _encode_numeric(frame[spec["name"]], spec, source)
+                scaled, was_missing = _encode_numeric(values, spec, source)
                 numeric.append(scaled)
                 if spec["has_missing"]:
                     indicators.append(was_missing)
             else:
-                categories.append(_encode_categorical(frame[spec["name"]], spec))
-        n = len(frame)
+                categories.append(_encode_categorical(values, spec))
+        n = table.num_rows
         return EncodedBatch(
             numeric=_stack(numeric, n, np.float32),
             indicators=_stack(indicators, n, np.float32),
@@ -152,11 +160,11 @@ class Preprocessor:
                    columns=list(state["columns"]), ignored=dict(state["ignored"]))
 
 
-def _check_named_columns(frame: pd.DataFrame, names: list[str], source: str) -> None:
+def _check_named_columns(table: pa.Table, names: list[str], source: str) -> None:
     for name in names:
-        if name not in frame.columns:
+        if name not in table.column_names:
             raise InputError(f"column `{name}` named in --categorical/--exclude is not in {source}; "
-                             f"its columns are: {', '.join(map(str, frame.columns))}")
+                             f"its columns are: {', '.join(table.column_names)}")
 
 
 def _missing_columns_message(absent: list[str], source: str) -> str:
@@ -166,7 +174,7 @@ def _missing_columns_message(absent: list[str], source: str) -> str:
     return f"columns {names} are missing from {source} (the model was trained with them)"
 
 
-def _fit_numeric(values: pd.Series, name: str, missing: np.ndarray) -> dict:
+def _fit_numeric(values: pa.ChunkedArray, name: str, missing: np.ndarray) -> dict:
     numbers = parse_numeric(values, name, "the training data")[~missing]
     median = float(np.median(numbers))
     q25, q75 = np.percentile(numbers, [25, 75])
@@ -190,7 +198,8 @@ def _compress(numbers: np.ndarray, median: float, spread: float) -> np.ndarray:
     return np.arcsinh(standardised)
 
 
-def _encode_numeric(values: pd.Series, spec: dict, source: str) -> tuple[np.ndarray, np.ndarray]:
+def _encode_numeric(values: pa.ChunkedArray, spec: dict,
+                    source: str) -> tuple[np.ndarray, np.ndarray]:
     numbers = parse_numeric(values, spec["name"], source)
     was_missing = np.isnan(numbers)
     numbers = np.where(was_missing, spec["median"], numbers)
@@ -206,13 +215,16 @@ def _fit_categorical(name: str, counts: pd.Series, max_levels: int, max_rare: in
     return {"name": name, "kind": CATEGORICAL, "levels": levels, "rare_levels": rare}
 
 
-def _encode_categorical(values: pd.Series, spec: dict) -> np.ndarray:
+def _encode_categorical(values: pa.ChunkedArray, spec: dict) -> np.ndarray:
     text = category_text(values)
-    lookup = {level: i + len(RESERVED_LEVELS) for i, level in enumerate(spec["levels"])}
-    lookup.update({level: OTHER_CODE for level in spec["rare_levels"]})
-    codes = pd.Series(text, dtype=object).map(lookup)
-    codes = codes.where(pd.notna(pd.Series(text, dtype=object)), MISSING_CODE)
-    return codes.fillna(UNKNOWN_CODE).to_numpy(dtype=np.int64)
+    kept = pc.index_in(text, value_set=pa.array(spec["levels"], type=pa.string()))
+    codes = pc.add(kept, len(RESERVED_LEVELS)).to_numpy(zero_copy_only=False)
+    codes = np.nan_to_num(codes.astype(np.float64), nan=UNKNOWN_CODE).astype(np.int64)
+    if spec["rare_levels"]:
+        rare = pc.is_in(text, value_set=pa.array(spec["rare_levels"], type=pa.string()))
+        codes[pc.fill_null(rare, False).to_numpy(zero_copy_only=False)] = OTHER_CODE
+    codes[pc.is_null(text).to_numpy(zero_copy_only=False)] = MISSING_CODE
+    return codes
 
 
 def _stack(columns: list[np.ndarray], n: int, dtype) -> np.ndarray:

@@ -1,0 +1,69 @@
+"""Chunked scoring, Parquet in and out, several inputs in one run."""
+
+from __future__ import annotations
+
+import shutil
+
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+from typer.testing import CliRunner
+
+from vae_anomaly.api import score_file
+from vae_anomaly.cli import app
+
+runner = CliRunner()
+
+
+@pytest.mark.parametrize("chunk_size", [1, 7, 59, 1000])
+def test_chunked_scores_equal_one_piece_scores(tiny_dir, tiny_model, tmp_path, chunk_size):
+    whole = score_file(tiny_dir / "new.csv", tiny_model, output=tmp_path / "whole.csv",
+                       chunk_size=10_000)
+    parts = score_file(tiny_dir / "new.csv", tiny_model, output=tmp_path / "parts.csv",
+                       chunk_size=chunk_size)
+    assert whole.rows == parts.rows == 60 and whole.flagged == parts.flagged
+    assert (tmp_path / "whole.csv").read_bytes() == (tmp_path / "parts.csv").read_bytes()
+
+
+def test_parquet_in_and_out_keeps_types_and_scores(tiny_dir, tiny_model, tmp_path):
+    frame = pd.read_csv(tiny_dir / "new.csv")
+    frame.to_parquet(tmp_path / "new.parquet", index=False)
+    result = runner.invoke(app, ["score", str(tmp_path / "new.parquet"), "--model",
+                                 str(tiny_model), "-o", str(tmp_path / "out.parquet"), "-q"])
+    assert result.exit_code == 0, result.output
+    out = pq.read_table(tmp_path / "out.parquet")
+    assert out.schema.field("x").type == "double" and out.schema.field("member").type == "bool"
+    csv_scores = score_file(tiny_dir / "new.csv", tiny_model, output=tmp_path / "o.csv")
+    from_csv = pd.read_csv(tmp_path / "o.csv")
+    pd.testing.assert_series_equal(out.to_pandas()["anomaly_score"], from_csv["anomaly_score"],
+                                   rtol=1e-5)
+    assert csv_scores.rows == out.num_rows
+
+
+def test_a_glob_scores_every_file_into_the_output_dir(tiny_dir, tiny_model, tmp_path):
+    incoming, scored = tmp_path / "incoming", tmp_path / "scored"
+    incoming.mkdir(), scored.mkdir()
+    for name in ("a.csv", "b.csv"):
+        shutil.copy(tiny_dir / "new.csv", incoming / name)
+    result = runner.invoke(app, ["score", str(incoming / "*.csv"), "--model", str(tiny_model),
+                                 "--output-dir", str(scored)])
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in scored.iterdir()) == ["a.csv", "b.csv"]
+    assert result.stderr.count("Scored 60 rows") == 2
+    assert (scored / "a.csv").read_bytes() == (scored / "b.csv").read_bytes()
+
+
+def test_a_glob_matching_several_files_needs_an_output_dir(tiny_dir, tiny_model, tmp_path):
+    for name in ("a.csv", "b.csv"):
+        shutil.copy(tiny_dir / "new.csv", tmp_path / name)
+    result = runner.invoke(app, ["score", str(tmp_path / "*.csv"), "--model", str(tiny_model)])
+    assert result.exit_code == 2
+    assert result.stderr.strip() == (f"Error: '{tmp_path / '*.csv'}' matches 2 files; pass "
+                                     "--output-dir to write one output per input")
+
+
+def test_a_glob_matching_nothing_is_a_clear_error(tiny_model, tmp_path):
+    result = runner.invoke(app, ["score", str(tmp_path / "*.csv"), "--model", str(tiny_model),
+                                 "--output-dir", str(tmp_path)])
+    assert result.exit_code == 2
+    assert "no files match" in result.stderr
