@@ -44,17 +44,22 @@ def test_gradients_reach_mu_and_logvar_through_z():
 
 
 def test_row_normals_are_standard_normal_and_tied_to_the_row():
-    draws = row_normals(seed=3, rows=np.arange(20_000), samples=4, dim=5)
+    draws = row_normals(seed=3, rows=np.arange(20_000), samples=4, dim=5).numpy()
     assert draws.shape == (4, 20_000, 5)
     assert abs(draws.mean()) < 0.01
     assert abs(draws.std() - 1) < 0.01
-    # Correlation between neighbouring dims and draws is negligible.
+    # Dims are uncorrelated up to the noise of a 2**16-vector table (sd ~ 0.004).
     flat = draws.reshape(-1, 5)
-    assert np.abs(np.corrcoef(flat.T) - np.eye(5)).max() < 0.01
+    assert np.abs(np.corrcoef(flat.T) - np.eye(5)).max() < 0.025
+    # A row's K draws are K different vectors, and draws k and k+1 are uncorrelated.
+    assert len({tuple(v) for v in draws[:, 77]}) == 4
+    assert abs(np.corrcoef(draws[0, :, 0], draws[1, :, 0])[0, 1]) < 0.025
     # Row 12345's draws do not depend on which other rows are in the batch.
-    alone = row_normals(seed=3, rows=np.array([12_345]), samples=4, dim=5)
+    alone = row_normals(seed=3, rows=np.array([12_345]), samples=4, dim=5).numpy()
     np.testing.assert_array_equal(alone[:, 0], draws[:, 12_345])
-    assert not np.array_equal(row_normals(4, np.array([12_345]), 4, 5), alone)
+    assert not np.array_equal(row_normals(4, np.array([12_345]), 4, 5).numpy(), alone)
+    # Row ids beyond 2**32 draws still differ from their low-32-bit twins.
+    assert not torch.equal(row_normals(3, [2**40 + 7], 4, 5), row_normals(3, [7], 4, 5))
 
 
 def test_monte_carlo_spread_of_the_score_shrinks_as_k_grows(tiny_model, tiny_dir):

@@ -3,12 +3,14 @@
     score(x) = mean_k [ -log p(x | z_k) ] + KL(q(z|x) || N(0, I)),   z_k = mu + sigma * eps_k
 
 The draws are tied to the row, not to the batch: eps for row r, draw k is a
-pure function of (seed, r, k), computed with a counter-based hash. Scoring a
+pure function of (seed, r, k): a hash of the row picks its draws from a fixed
+table of normal vectors drawn from the seed (see ``row_normals``). Scoring a
 file in one piece, in chunks, or spread over workers gives identical scores.
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,9 +22,10 @@ from .preprocessing import EncodedBatch
 DEFAULT_SAMPLES = 16
 _ROWS_PER_PASS = 4096  # bounds memory at K x rows x width activations
 
-_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
-_MIX1 = np.uint64(0xBF58476D1CE4E5B9)
-_MIX2 = np.uint64(0x94D049BB133111EB)
+_MASK32 = 0xFFFFFFFF
+_TABLE_SIZE = 1 << 16
+# Distinct odd constants that give each stream its own 32-bit key.
+_STREAM_KEYS = (0x9E3779B9, 0x85EBCA6B, 0xC2B2AE35, 0x27D4EB2F)
 
 
 @dataclass
@@ -39,36 +42,50 @@ class ScoreParts:
         return cls(*(np.zeros(0) for _ in range(4)))
 
 
-def _splitmix64(x: np.ndarray) -> np.ndarray:
-    """A strong 64-bit mixer (Steele et al.); uint64 arithmetic wraps, as intended."""
-    z = x + _GOLDEN
-    z = (z ^ (z >> np.uint64(30))) * _MIX1
-    z = (z ^ (z >> np.uint64(27))) * _MIX2
-    return z ^ (z >> np.uint64(31))
+def _fmix32(x: torch.Tensor) -> torch.Tensor:
+    """MurmurHash3's 32-bit finaliser on uint32 values held in int64 (products wrap;
+    the mask keeps the low 32 bits, which is exactly uint32 arithmetic)."""
+    x = x ^ (x >> 16)
+    x = (x * 0x85EBCA6B) & _MASK32
+    x = x ^ (x >> 13)
+    x = (x * 0xC2B2AE35) & _MASK32
+    return x ^ (x >> 16)
 
 
-def row_normals(seed: int, rows: np.ndarray, samples: int, dim: int) -> np.ndarray:
-    """Standard normals of shape (samples, len(rows), dim), a pure function of each row id.
+def _key(seed: int, stream: int) -> int:
+    mixed = _fmix32(torch.tensor([(seed ^ (seed >> 32) ^ _STREAM_KEYS[stream]) & _MASK32]))
+    return int(mixed.item())
 
-    Each 64-bit hash gives two uniforms and, by Box-Muller, two normals.
+
+@functools.lru_cache(maxsize=8)
+def _noise_table(seed: int, dim: int, device: str) -> torch.Tensor:
+    """2**16 standard-normal vectors drawn once from ``seed`` (on the CPU, so every
+    device gets the same table)."""
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randn(_TABLE_SIZE, dim, generator=generator).to(device)
+
+
+def row_normals(seed: int, rows, samples: int, dim: int,
+                device: str | torch.device = "cpu") -> torch.Tensor:
+    """Standard normals of shape (samples, len(rows), dim), a pure function of
+    (seed, row id, draw): the same row always gets the same draws.
+
+    Each row hashes to a start and an odd stride in a table of normal vectors;
+    its draws are table[(start + k * stride) mod 2**16], distinct for every k < 2**16.
+    Two hashes per row instead of one per number keep this cheap beside the model.
     """
-    pairs = (dim + 1) // 2
-    key = _splitmix64(np.array([seed], dtype=np.uint64))[0]
-    draw = np.arange(samples, dtype=np.uint64)[:, None, None]
-    pair = np.arange(pairs, dtype=np.uint64)[None, None, :]
-    row = rows.astype(np.uint64)[None, :, None]
-    counter = (row * np.uint64(samples) + draw) * np.uint64(pairs) + pair
-    bits = _splitmix64(counter ^ key)
-    scale = 1.0 / 2.0**32
-    u1 = ((bits >> np.uint64(32)).astype(np.float64) + 0.5) * scale
-    u2 = ((bits & np.uint64(0xFFFFFFFF)).astype(np.float64) + 0.5) * scale
-    radius = np.sqrt(-2.0 * np.log(u1))
-    angle = 2.0 * np.pi * u2
-    normals = np.concatenate([radius * np.cos(angle), radius * np.sin(angle)], axis=-1)
-    return normals[..., :dim].astype(np.float32)
+    if samples > _TABLE_SIZE:
+        raise ValueError(f"at most {_TABLE_SIZE} draws per row")
+    table = _noise_table(seed, dim, str(torch.device(device)))
+    rows = torch.as_tensor(rows, dtype=torch.int64, device=table.device)
+    start = _fmix32((rows & _MASK32) ^ _fmix32((rows >> 32) ^ _key(seed, 0)))
+    stride = _fmix32(start ^ _key(seed, 1)) | 1
+    draw = torch.arange(samples, dtype=torch.int64, device=table.device)[:, None]
+    index = (start[None, :] + draw * stride[None, :]) & (_TABLE_SIZE - 1)
+    return table[index]
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def score_rows(model: TabularVAE, batch: EncodedBatch, row_ids: np.ndarray, *,
                samples: int = DEFAULT_SAMPLES, seed: int = 0,
                device: str | torch.device = "cpu") -> ScoreParts:
@@ -89,8 +106,7 @@ def _score_pass(model, batch: EncodedBatch, row_ids: np.ndarray, start: int, sto
     def tensor(array):
         return torch.from_numpy(array[start:stop]).to(device)
 
-    eps = row_normals(seed, row_ids[start:stop], samples, model.config.latent_dim)
-    eps = torch.from_numpy(eps).to(device)
+    eps = row_normals(seed, row_ids[start:stop], samples, model.config.latent_dim, device)
     reconstruction, kl = negative_elbo(model, tensor(batch.numeric), tensor(batch.indicators),
                                        tensor(batch.categories), eps)
     reconstruction = reconstruction.double()
