@@ -10,11 +10,14 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import glob
+import hashlib
+import json
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pyarrow as pa
@@ -22,7 +25,9 @@ import pyarrow as pa
 from .artifact import FORMAT_NAME, FORMAT_VERSION
 from .data import (
     DEFAULT_CHUNK_ROWS,
+    atomic_output,
     check_writable_destination,
+    exclusive_lock,
     is_parquet,
     read_batches,
     read_table,
@@ -30,6 +35,7 @@ from .data import (
 )
 from .detector import SCORE_COLUMNS, FitSummary, VAEAnomalyDetector, load
 from .errors import InputError, OutputError
+from .health import HealthMonitor
 from .preprocessing import NUMERIC
 from .training import TrainingCallback
 
@@ -49,6 +55,12 @@ class ScoreResult:
     output: Path | None  # None: written to stdout
     seconds: float
     input: Path | None = None
+    health: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {"input": str(self.input), "output": str(self.output or "-"), "rows": self.rows,
+                "flagged": self.flagged, "threshold": self.threshold,
+                "seconds": round(self.seconds, 3), "health": self.health}
 
 
 def fit_file(data, model_path, *, callbacks: Sequence[TrainingCallback] = (),
@@ -57,11 +69,12 @@ def fit_file(data, model_path, *, callbacks: Sequence[TrainingCallback] = (),
     data, model_path = Path(data), Path(model_path)
     _refuse_same_file(data, model_path, "--model")
     check_writable_destination(model_path)
-    frame = read_table(data)
-    detector = VAEAnomalyDetector(**detector_options)
-    detector.callbacks = list(callbacks)
-    detector.fit(frame, source=data.name)
-    detector.save(model_path)
+    with exclusive_lock(model_path):
+        frame = read_table(data)
+        detector = VAEAnomalyDetector(**detector_options)
+        detector.callbacks = list(callbacks)
+        detector.fit(frame, source=data.name)
+        detector.save(model_path)
     return FitResult(detector.summary_, detector.threshold_, detector.preprocessor_.notes)
 
 
@@ -89,19 +102,44 @@ def score_file(data, model_path, *, output: str | Path | None = None, seed: int 
         _refuse_same_file(data, destination, "--output")
         check_writable_destination(destination)
     detector = detector or load(model_path)
+    health = HealthMonitor(detector.preprocessor_)
     rows = flagged = 0
-    with table_output(destination, stdout=sys.stdout.buffer) as writer:
+    with _locked(destination), table_output(destination, stdout=sys.stdout.buffer) as writer:
         for table in read_batches(data, chunk_size):
             _refuse_clashing_columns(table, data)
             scores = detector.score_columns(table, samples=samples, seed=seed,
                                             threshold=threshold, first_row=rows,
-                                            source=data.name, device=device)
+                                            source=data.name, device=device, health=health)
             writer.write(_with_scores(table, scores))
             rows += table.num_rows
             flagged += int(scores["is_anomaly"].sum())
     return ScoreResult(rows=rows, flagged=flagged,
                        threshold=detector.threshold_ if threshold is None else threshold,
-                       output=destination, seconds=time.perf_counter() - started, input=data)
+                       output=destination, seconds=time.perf_counter() - started, input=data,
+                       health=health.report())
+
+
+def _locked(destination: Path | None):
+    return contextlib.nullcontext() if destination is None else exclusive_lock(destination)
+
+
+def write_summary(path, results: list[ScoreResult], model_path, started: float) -> None:
+    """Write the JSON run summary atomically: per file rows, flags and health, plus
+    the threshold, a SHA-256 of the model file and the run's duration."""
+    model_path = Path(model_path)
+    summary = {
+        "model": str(model_path),
+        "model_sha256": hashlib.sha256(model_path.read_bytes()).hexdigest(),
+        "rows": sum(r.rows for r in results),
+        "flagged": sum(r.flagged for r in results),
+        "threshold": results[0].threshold if results else None,
+        "healthy": all(r.health.get("ok", True) for r in results),
+        "seconds": round(time.perf_counter() - started, 3),
+        "files": [r.to_dict() for r in results],
+    }
+    with atomic_output(Path(path)) as stream:
+        json.dump(summary, stream, indent=2)
+        stream.write("\n")
 
 
 def score_files(pattern: str | Path, model_path, *, output: str | Path | None = None,

@@ -3,13 +3,15 @@ the terminal. Progress and notes go to stderr (progress only when it is a
 terminal); data goes to stdout only with ``-o -`` and for ``info``.
 
 Exit codes: 0 success; 1 anomalies found with --fail-on-anomaly; 2 bad input,
-model file or usage; 4 an unexpected internal error; 130 interrupted.
+model file or usage; 3 input drift with --fail-on-drift; 4 an unexpected
+internal error; 130 interrupted.
 """
 
 from __future__ import annotations
 
 import json
 import signal
+import time
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
@@ -19,19 +21,21 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from .api import describe_model, fit_file, score_files
-from .data import DEFAULT_CHUNK_ROWS
+from .api import describe_model, fit_file, score_files, write_summary
+from .data import DEFAULT_CHUNK_ROWS, check_writable_destination
 from .errors import VAEAnomalyError
 from .training import EpochStats
 
-EXIT_OK, EXIT_ANOMALIES, EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_INTERRUPTED = 0, 1, 2, 4, 130
+EXIT_OK, EXIT_ANOMALIES, EXIT_BAD_INPUT, EXIT_DRIFT, EXIT_INTERNAL, EXIT_INTERRUPTED = \
+    0, 1, 2, 3, 4, 130
 
 app = typer.Typer(
     name="vae-anomaly",
     help="Flag anomalous records in CSV files with a Variational Autoencoder.\n\n"
          "Train on normal records with `fit`, then `score` new files (e.g. nightly from cron). "
          "Exit codes: 0 success, 1 anomalies found (with --fail-on-anomaly), "
-         "2 bad input or usage, 4 internal error, 130 interrupted.",
+         "2 bad input or usage, 3 input drift (with --fail-on-drift), 4 internal error, "
+         "130 interrupted.",
     add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
 )
 
@@ -166,6 +170,12 @@ def score(
     device: DeviceOption = Device.auto,
     fail_on_anomaly: Annotated[bool, typer.Option(
         "--fail-on-anomaly", help="Exit with code 1 when any row is flagged.")] = False,
+    fail_on_drift: Annotated[bool, typer.Option(
+        "--fail-on-drift", help="Exit with code 3 when the input-health check finds drift "
+                                "(missing rates, unseen categories, out-of-range values).")] = False,
+    summary: Annotated[Optional[Path], typer.Option(
+        metavar="PATH", help="Write a JSON run summary: rows, flagged, threshold, model hash, "
+                             "duration and health findings.")] = None,
     quiet: QuietOption = False,
 ) -> None:
     """Score every record in DATA and flag anomalies.
@@ -178,18 +188,27 @@ def score(
 
     Example: vae-anomaly score new.csv --model model.vae -o scored.csv --fail-on-anomaly
     """
+    started = time.perf_counter()
+    if summary is not None:
+        _run(lambda: check_writable_destination(summary))
     results = _run(lambda: score_files(data, model, output=output, output_dir=output_dir,
                                        seed=seed, samples=samples, threshold=threshold,
                                        device=device.value, chunk_size=chunk_size))
+    if summary is not None:
+        _run(lambda: write_summary(summary, results, model, started))
     if not quiet:
         console = _stderr()
         for result in results:
             _report_scored(console, result)
+    if fail_on_drift and not all(result.health["ok"] for result in results):
+        raise typer.Exit(EXIT_DRIFT)
     if fail_on_anomaly and any(result.flagged for result in results):
         raise typer.Exit(EXIT_ANOMALIES)
 
 
 def _report_scored(console: Console, result) -> None:
+    for finding in result.health["findings"]:
+        console.print(f"Warning: {result.input.name}: {finding}", markup=False)
     if result.rows == 0:
         console.print(f"Note: {result.input.name} has no rows; wrote a header-only output",
                       markup=False)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import fcntl
 import io
 import os
 import tempfile
@@ -74,7 +75,9 @@ def _csv_batches(path: Path) -> Iterator[pa.RecordBatch]:
     text = {name: pa.string() for name in header}
     options = pa_csv.ConvertOptions(column_types=text, strings_can_be_null=False,
                                     quoted_strings_can_be_null=False)
+    # newlines_in_values: a quoted cell may hold a line break (e.g. a free-text note).
     reader = pa_csv.open_csv(path, read_options=pa_csv.ReadOptions(block_size=8 << 20),
+                             parse_options=pa_csv.ParseOptions(newlines_in_values=True),
                              convert_options=options)
     yield from reader
 
@@ -133,6 +136,11 @@ def _read_header(path: Path) -> list[str]:
 def _check_header(header: list[str], path: Path) -> None:
     if not any(name.strip() for name in header):
         raise InputError(f"{path.name} has no header row; the first line must name the columns")
+    if len(header) == 1:
+        for delimiter, label in ((";", "';'"), ("\t", "tabs"), ("|", "'|'")):
+            if delimiter in header[0]:
+                raise InputError(f"{path.name} seems to be separated by {label}, not commas; "
+                                 "save it as a comma-separated CSV")
     seen: set[str] = set()
     for name in header:
         if name in seen:
@@ -285,7 +293,12 @@ def atomic_output(path: str | os.PathLike, mode: str = "w") -> Iterator:
     """
     path = Path(path)
     directory = check_writable_destination(path)
-    handle, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=directory)
+    try:
+        handle, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial",
+                                            dir=directory)
+    except OSError as exc:
+        raise OutputError(f"cannot write in folder {directory} ({exc.strerror}); "
+                          "choose another location") from None
     # mkstemp creates 0600 files; give the result the permissions a plain open() would.
     os.chmod(tmp_name, 0o666 & ~_current_umask())
     try:
@@ -338,6 +351,36 @@ def table_output(path: Path | None, stdout=None) -> Iterator[TableWriter]:
         writer = TableWriter(stream, parquet=is_parquet(path))
         yield writer
         writer.close()
+
+
+@contextlib.contextmanager
+def exclusive_lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock for writing ``path``, so two runs never write it at once.
+
+    The lock is an advisory flock on a hidden sidecar file; a second run that finds
+    it held fails at once with OutputError instead of waiting behind a stuck job.
+    """
+    lock_path = path.with_name(f".{path.name}.lock")
+    try:
+        handle = open(lock_path, "a")
+    except OSError as exc:
+        raise OutputError(f"cannot write in folder {path.parent} ({exc.strerror}); "
+                          "choose another location") from None
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise OutputError(f"another vae-anomaly run is writing {path}; wait for it to "
+                              "finish or choose another output") from None
+        try:
+            yield
+        finally:
+            # Removed while still held, so folders are not littered with lock files.
+            # (A run that opened it just before may then lock an orphan; the atomic
+            # rename still keeps every output whole.)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(lock_path)
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _current_umask() -> int:

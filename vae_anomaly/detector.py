@@ -27,6 +27,7 @@ from . import __version__
 from .artifact import read_model, write_model
 from .data import to_arrow
 from .errors import InputError, ModelFileError
+from .health import HealthMonitor
 from .model import TabularVAE, VAEConfig
 from .preprocessing import EncodedBatch, Preprocessor
 from .scoring import DEFAULT_SAMPLES, ScoreParts, score_rows
@@ -164,14 +165,19 @@ class VAEAnomalyDetector:
 
     def score_columns(self, frame: pd.DataFrame | pa.Table, *, samples: int | None = None,
                       seed: int | None = None, threshold: float | None = None,
-                      first_row: int = 0, source: str = "the data",
-                      device: str = "cpu") -> dict[str, np.ndarray]:
-        """Like ``score``, as a dict of numpy arrays keyed by SCORE_COLUMNS."""
+                      first_row: int = 0, source: str = "the data", device: str = "cpu",
+                      health: HealthMonitor | None = None) -> dict[str, np.ndarray]:
+        """Like ``score``, as a dict of numpy arrays keyed by SCORE_COLUMNS.
+
+        A ``health`` monitor, if given, receives the batch's per-column counts.
+        """
         self._check_fitted()
         samples = self.samples if samples is None else samples
         if samples < 1:
             raise InputError(f"--samples must be at least 1 (got {samples})")
         encoded = self.preprocessor_.transform(frame, source=source)
+        if health is not None:
+            health.add(encoded)
         rows = np.arange(first_row, first_row + len(encoded))
         target = resolve_device(device)
         self.model_.to(target)

@@ -37,6 +37,9 @@ class EncodedBatch:
     numeric: np.ndarray  # (n, n_numeric) float32, scaled
     indicators: np.ndarray  # (n, n_indicators) float32, 1 = the cell was missing
     categories: np.ndarray  # (n, n_categorical) int64 codes
+    # Per column: counts of missing cells, unseen categories and values outside the
+    # training range, for the input-health check (see health.py).
+    counts: dict[str, dict[str, int]] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.numeric)
@@ -104,7 +107,8 @@ class Preprocessor:
             self._ignore(name, "it has a distinct value in every row, so it looks like an id "
                                f"(pass --categorical {name} to use it)")
             return None
-        return _fit_categorical(name, levels, self.max_levels, self.max_rare_levels)
+        return _fit_categorical(name, levels, self.max_levels, self.max_rare_levels,
+                                float(missing.mean()))
 
     def _ignore(self, name: str, reason: str) -> None:
         self.ignored[name] = reason
@@ -131,21 +135,25 @@ class Preprocessor:
         absent = [name for name in self.feature_names if name not in table.column_names]
         if absent:
             raise InputError(_missing_columns_message(absent, source))
-        numeric, indicators, categories = [], [], []
+        numeric, indicators, categories, counts = [], [], [], {}
         for spec in self.columns:
             values = table.column(spec["name"])
             if spec["kind"] == NUMERIC:
-                scaled, was_missing = _encode_numeric(values, spec, source)
+                scaled, was_missing, counts[spec["name"]] = _encode_numeric(values, spec, source)
                 numeric.append(scaled)
                 if spec["has_missing"]:
                     indicators.append(was_missing)
             else:
-                categories.append(_encode_categorical(values, spec))
+                codes = _encode_categorical(values, spec)
+                categories.append(codes)
+                counts[spec["name"]] = {"missing": int((codes == MISSING_CODE).sum()),
+                                        "unseen": int((codes == UNKNOWN_CODE).sum())}
         n = table.num_rows
         return EncodedBatch(
             numeric=_stack(numeric, n, np.float32),
             indicators=_stack(indicators, n, np.float32),
             categories=_stack(categories, n, np.int64),
+            counts=counts,
         )
 
     # ----- persistence -------------------------------------------------------------
@@ -199,20 +207,25 @@ def _compress(numbers: np.ndarray, median: float, spread: float) -> np.ndarray:
 
 
 def _encode_numeric(values: pa.ChunkedArray, spec: dict,
-                    source: str) -> tuple[np.ndarray, np.ndarray]:
+                    source: str) -> tuple[np.ndarray, np.ndarray, dict]:
     numbers = parse_numeric(values, spec["name"], source)
     was_missing = np.isnan(numbers)
+    with np.errstate(invalid="ignore"):
+        counts = {"missing": int(was_missing.sum()),
+                  "outside_range": int(((numbers < spec["min"]) | (numbers > spec["max"])).sum())}
     numbers = np.where(was_missing, spec["median"], numbers)
     with np.errstate(over="ignore", invalid="ignore"):
         scaled = (_compress(numbers, spec["median"], spec["spread"]) - spec["mean"]) / spec["std"]
-    return scaled.astype(np.float32), was_missing.astype(np.float32)
+    return scaled.astype(np.float32), was_missing.astype(np.float32), counts
 
 
-def _fit_categorical(name: str, counts: pd.Series, max_levels: int, max_rare: int) -> dict:
+def _fit_categorical(name: str, counts: pd.Series, max_levels: int, max_rare: int,
+                     missing_rate: float) -> dict:
     counts = counts.sort_index(kind="stable").sort_values(ascending=False, kind="stable")
     levels = [str(level) for level in counts.index[:max_levels]]
     rare = [str(level) for level in counts.index[max_levels:max_levels + max_rare]]
-    return {"name": name, "kind": CATEGORICAL, "levels": levels, "rare_levels": rare}
+    return {"name": name, "kind": CATEGORICAL, "levels": levels, "rare_levels": rare,
+            "missing_rate": missing_rate}
 
 
 def _encode_categorical(values: pa.ChunkedArray, spec: dict) -> np.ndarray:
