@@ -36,7 +36,8 @@ def test_score_writes_inputs_unchanged_then_score_columns(work):
     original = pd.read_csv(work / "new.csv", dtype=str, keep_default_na=False)
     scored = pd.read_csv(work / "out.csv", dtype=str, keep_default_na=False)
     assert list(scored.columns) == list(original.columns) + [
-        "anomaly_score", "is_anomaly", "reconstruction_nll", "kl_divergence", "score_std_error"]
+        "anomaly_score", "is_anomaly", "p_value", "reconstruction_nll", "kl_divergence",
+        "score_std_error"]
     pd.testing.assert_frame_equal(scored[original.columns], original)
     numbers = scored[["anomaly_score", "reconstruction_nll", "kl_divergence"]].astype(float)
     assert (numbers["anomaly_score"] - numbers.sum(axis=1) + numbers["anomaly_score"]).abs().max() < 1e-6
@@ -92,7 +93,8 @@ def test_header_only_file_is_a_normal_night(work):
     assert result.exit_code == 0
     assert "Note: empty_night.csv has no rows; wrote a header-only output" in result.stderr
     assert (work / "o.csv").read_text().splitlines() == [
-        header + ",anomaly_score,is_anomaly,reconstruction_nll,kl_divergence,score_std_error"]
+        header + ",anomaly_score,is_anomaly,p_value,reconstruction_nll,kl_divergence,"
+                 "score_std_error"]
 
 
 def _bad_new_csv(work, case):

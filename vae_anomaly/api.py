@@ -33,7 +33,7 @@ from .data import (
     read_table,
     table_output,
 )
-from .detector import SCORE_COLUMNS, FitSummary, VAEAnomalyDetector, load
+from .detector import EXPLANATION_COLUMN, SCORE_COLUMNS, FitSummary, VAEAnomalyDetector, load
 from .errors import InputError, OutputError
 from .health import HealthMonitor
 from .preprocessing import NUMERIC
@@ -86,6 +86,7 @@ def default_output_path(data: Path) -> Path:
 def score_file(data, model_path, *, output: str | Path | None = None, seed: int | None = None,
                samples: int | None = None, threshold: float | None = None,
                device: str = "cpu", chunk_size: int = DEFAULT_CHUNK_ROWS,
+               kind: str | None = None, explain: int = 0,
                detector: VAEAnomalyDetector | None = None) -> ScoreResult:
     """Score the file ``data`` in chunks; write every input column plus the score columns.
 
@@ -109,12 +110,14 @@ def score_file(data, model_path, *, output: str | Path | None = None, seed: int 
             _refuse_clashing_columns(table, data)
             scores = detector.score_columns(table, samples=samples, seed=seed,
                                             threshold=threshold, first_row=rows,
-                                            source=data.name, device=device, health=health)
+                                            source=data.name, device=device, health=health,
+                                            kind=kind, explain=explain)
             writer.write(_with_scores(table, scores))
             rows += table.num_rows
             flagged += int(scores["is_anomaly"].sum())
-    return ScoreResult(rows=rows, flagged=flagged,
-                       threshold=detector.threshold_ if threshold is None else threshold,
+    if threshold is None:
+        threshold = detector.threshold_for(kind or detector.score_kind)
+    return ScoreResult(rows=rows, flagged=flagged, threshold=threshold,
                        output=destination, seconds=time.perf_counter() - started, input=data,
                        health=health.report())
 
@@ -178,15 +181,16 @@ def expand_inputs(pattern: str | Path) -> list[Path]:
 
 
 def _refuse_clashing_columns(table: pa.Table, data: Path) -> None:
-    clashes = [name for name in SCORE_COLUMNS if name in table.column_names]
+    clashes = [name for name in (*SCORE_COLUMNS, EXPLANATION_COLUMN)
+               if name in table.column_names]
     if clashes:
         raise InputError(f"{data.name} already has a column `{clashes[0]}` (is it an output of "
                          "score?); rename or drop that column")
 
 
 def _with_scores(table: pa.Table, scores: dict) -> pa.Table:
-    for name in SCORE_COLUMNS:
-        table = table.append_column(name, pa.array(scores[name]))
+    for name, values in scores.items():
+        table = table.append_column(name, pa.array(values))
     return table
 
 

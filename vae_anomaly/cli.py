@@ -40,6 +40,11 @@ app = typer.Typer(
 )
 
 
+class ScoreKind(str, Enum):
+    elbo = "elbo"
+    iwae = "iwae"
+
+
 class Device(str, Enum):
     auto = "auto"
     cpu = "cpu"
@@ -165,6 +170,12 @@ def score(
         help="Monte Carlo draws K per row. Default: the model's (16).")] = None,
     threshold: Annotated[Optional[float], typer.Option(
         help="Flag rows whose anomaly_score is above this. Default: the model's.")] = None,
+    score_kind: Annotated[Optional[ScoreKind], typer.Option(
+        "--score", help="elbo: Monte Carlo negative ELBO; iwae: importance-weighted "
+                        "estimate of -log p(x), a tighter bound. Default: the model's.")] = None,
+    explain: Annotated[int, typer.Option(
+        metavar="N", help="Add top_columns: the N columns that contribute most to each "
+                          "row's score, with their shares, e.g. amount:0.62;country:0.21.")] = 0,
     chunk_size: Annotated[int, typer.Option(
         help="Rows read, scored and written at a time; bounds memory.")] = DEFAULT_CHUNK_ROWS,
     device: DeviceOption = Device.auto,
@@ -181,8 +192,8 @@ def score(
     """Score every record in DATA and flag anomalies.
 
     The output holds every input column unchanged, then anomaly_score (higher is
-    more anomalous), is_anomaly (0/1 at the threshold), reconstruction_nll,
-    kl_divergence and score_std_error. Files are read and written in chunks, and
+    more anomalous), is_anomaly (0/1 at the threshold), p_value (conformal, against
+    held-out normal rows), reconstruction_nll, kl_divergence and score_std_error. Files are read and written in chunks, and
     each output is written atomically: a failed run leaves no partial file and
     keeps any earlier output.
 
@@ -193,7 +204,9 @@ def score(
         _run(lambda: check_writable_destination(summary))
     results = _run(lambda: score_files(data, model, output=output, output_dir=output_dir,
                                        seed=seed, samples=samples, threshold=threshold,
-                                       device=device.value, chunk_size=chunk_size))
+                                       device=device.value, chunk_size=chunk_size,
+                                       kind=score_kind.value if score_kind else None,
+                                       explain=explain))
     if summary is not None:
         _run(lambda: write_summary(summary, results, model, started))
     if not quiet:

@@ -34,8 +34,10 @@ from .scoring import DEFAULT_SAMPLES, ScoreParts, score_rows
 from .training import Tensors, TrainingCallback, TrainingConfig, train
 
 MIN_TRAINING_ROWS = 10
-SCORE_COLUMNS = ("anomaly_score", "is_anomaly", "reconstruction_nll", "kl_divergence",
+SCORE_COLUMNS = ("anomaly_score", "is_anomaly", "p_value", "reconstruction_nll", "kl_divergence",
                  "score_std_error")
+EXPLANATION_COLUMN = "top_columns"
+SCORE_KINDS = ("elbo", "iwae")
 
 
 def resolve_device(requested: str) -> torch.device:
@@ -74,7 +76,8 @@ class VAEAnomalyDetector:
                  batch_size: int | None = None, beta: float = 0.5, fpr: float = 0.01,
                  samples: int = DEFAULT_SAMPLES, validation_fraction: float = 0.1,
                  learning_rate: float = 1e-3, categorical: Sequence[str] = (),
-                 exclude: Sequence[str] = (), device: str = "auto", seed: int = 0):
+                 exclude: Sequence[str] = (), score_kind: str = "elbo", device: str = "auto",
+                 seed: int = 0):
         self.latent_dim = latent_dim
         self.epochs = epochs
         self.batch_size = batch_size
@@ -85,6 +88,7 @@ class VAEAnomalyDetector:
         self.learning_rate = learning_rate
         self.categorical = list(categorical)
         self.exclude = list(exclude)
+        self.score_kind = score_kind
         self.device = device
         self.seed = seed
         self.callbacks: list[TrainingCallback] = []
@@ -117,8 +121,9 @@ class VAEAnomalyDetector:
         val_scores = self._score_encoded(_subset(encoded, val_index), val_index, self.samples,
                                          self.seed, device)
         self.model_.cpu()
-        self.validation_scores_ = np.sort(val_scores.score)
-        self.threshold_ = threshold_at(self.validation_scores_, self.fpr)
+        self.calibration_scores_ = {kind: np.sort(val_scores.score(kind)) for kind in SCORE_KINDS}
+        # Each column's typical -log p on normal rows: explanations report the excess.
+        self.column_baseline_ = np.median(val_scores.column_nll, axis=0)
         self.summary_ = FitSummary(
             rows=frame.num_rows, train_rows=len(train_index), validation_rows=len(val_index),
             epochs_run=len(result.history), best_epoch=result.best_epoch,
@@ -130,6 +135,8 @@ class VAEAnomalyDetector:
         checks = [
             (0 < self.fpr < 1, f"--fpr must be between 0 and 1 (got {self.fpr})"),
             (self.samples >= 1, f"--samples must be at least 1 (got {self.samples})"),
+            (self.score_kind in SCORE_KINDS,
+             f"--score must be elbo or iwae (got {self.score_kind!r})"),
             (self.beta >= 0, f"--beta must be zero or more (got {self.beta})"),
             (0 < self.validation_fraction < 1, "the validation fraction must be between 0 and 1"),
             (self.epochs is None or self.epochs >= 1, "--epochs must be at least 1"),
@@ -166,15 +173,23 @@ class VAEAnomalyDetector:
     def score_columns(self, frame: pd.DataFrame | pa.Table, *, samples: int | None = None,
                       seed: int | None = None, threshold: float | None = None,
                       first_row: int = 0, source: str = "the data", device: str = "cpu",
-                      health: HealthMonitor | None = None) -> dict[str, np.ndarray]:
-        """Like ``score``, as a dict of numpy arrays keyed by SCORE_COLUMNS.
+                      health: HealthMonitor | None = None, kind: str | None = None,
+                      explain: int = 0) -> dict[str, np.ndarray]:
+        """Like ``score``, as a dict of numpy arrays keyed by SCORE_COLUMNS (plus
+        ``top_columns`` when ``explain`` > 0).
 
+        ``kind`` is 'elbo' or 'iwae' (default: the detector's ``score_kind``).
         A ``health`` monitor, if given, receives the batch's per-column counts.
         """
         self._check_fitted()
         samples = self.samples if samples is None else samples
+        kind = self.score_kind if kind is None else kind
         if samples < 1:
             raise InputError(f"--samples must be at least 1 (got {samples})")
+        if kind not in SCORE_KINDS:
+            raise InputError(f"--score must be elbo or iwae (got {kind!r})")
+        if explain < 0:
+            raise InputError(f"--explain must be zero or more (got {explain})")
         encoded = self.preprocessor_.transform(frame, source=source)
         if health is not None:
             health.add(encoded)
@@ -183,19 +198,38 @@ class VAEAnomalyDetector:
         self.model_.to(target)
         parts = self._score_encoded(encoded, rows, samples, self.seed if seed is None else seed,
                                     target)
-        cut = self.threshold_ if threshold is None else threshold
-        return {
-            "anomaly_score": parts.score,
-            "is_anomaly": (parts.score > cut).astype(np.int64),
+        score = parts.score(kind)
+        cut = self.threshold_for(kind) if threshold is None else threshold
+        columns = {
+            "anomaly_score": score,
+            "is_anomaly": (score > cut).astype(np.int64),
+            "p_value": conformal_p_values(self.calibration_scores_[kind], score),
             "reconstruction_nll": parts.reconstruction,
             "kl_divergence": parts.kl,
-            "score_std_error": parts.std_error,
+            "score_std_error": parts.score_std_error(kind),
         }
+        if explain:
+            columns[EXPLANATION_COLUMN] = explain_rows(
+                parts.column_nll, self.column_baseline_, self.preprocessor_.feature_names, explain)
+        return columns
+
+    def threshold_for(self, kind: str) -> float:
+        """The threshold for score ``kind``: the (1 - fpr) quantile of its calibration scores."""
+        return threshold_at(self.calibration_scores_[kind], self.fpr)
+
+    @property
+    def threshold_(self) -> float:
+        return self.threshold_for(self.score_kind)
+
+    @property
+    def validation_scores_(self) -> np.ndarray:
+        """The held-out normal rows' scores (of ``score_kind``), sorted."""
+        return self.calibration_scores_[self.score_kind]
 
     def _score_encoded(self, encoded: EncodedBatch, row_ids: np.ndarray, samples: int, seed: int,
                        device) -> ScoreParts:
-        return score_rows(self.model_, encoded, row_ids, samples=samples, seed=seed,
-                          device=device)
+        return score_rows(self.model_, encoded, row_ids, self.preprocessor_.term_columns,
+                          samples=samples, seed=seed, device=device)
 
     def score_samples(self, frame: pd.DataFrame) -> np.ndarray:
         """scikit-learn convention: the opposite of the anomaly score (lower = more abnormal)."""
@@ -214,7 +248,9 @@ class VAEAnomalyDetector:
         """Write the model file atomically (see artifact.py for its contents)."""
         self._check_fitted()
         tensors = {f"model.{k}": v for k, v in self.model_.state_dict().items()}
-        tensors["validation_scores"] = torch.from_numpy(self.validation_scores_)
+        for kind in SCORE_KINDS:
+            tensors[f"calibration_scores.{kind}"] = torch.from_numpy(self.calibration_scores_[kind])
+        tensors["column_baseline"] = torch.from_numpy(np.asarray(self.column_baseline_))
         write_model(path, self.metadata(), tensors)
 
     def metadata(self) -> dict:
@@ -225,6 +261,7 @@ class VAEAnomalyDetector:
             "config": self.config_.to_dict(),
             "preprocessing": self.preprocessor_.to_state(),
             "threshold": float(self.threshold_),
+            "thresholds": {kind: self.threshold_for(kind) for kind in SCORE_KINDS},
             "training": vars(self.summary_),
             "versions": {"vae_anomaly": __version__, "torch": torch.__version__,
                          "python": platform.python_version()},
@@ -234,7 +271,8 @@ class VAEAnomalyDetector:
     def get_params(self) -> dict:
         return {name: getattr(self, name) for name in (
             "latent_dim", "epochs", "batch_size", "beta", "fpr", "samples",
-            "validation_fraction", "learning_rate", "categorical", "exclude", "device", "seed")}
+            "validation_fraction", "learning_rate", "categorical", "exclude", "score_kind",
+            "device", "seed")}
 
 
 def load(path) -> VAEAnomalyDetector:
@@ -255,8 +293,9 @@ def _rebuild(metadata: dict, tensors: dict[str, torch.Tensor]) -> VAEAnomalyDete
     weights = {k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")}
     detector.model_.load_state_dict(weights, strict=True)
     detector.model_.eval()
-    detector.validation_scores_ = tensors["validation_scores"].double().numpy()
-    detector.threshold_ = float(metadata["threshold"])
+    detector.calibration_scores_ = {
+        kind: tensors[f"calibration_scores.{kind}"].double().numpy() for kind in SCORE_KINDS}
+    detector.column_baseline_ = tensors["column_baseline"].double().numpy()
     detector.summary_ = FitSummary(**metadata["training"])
     detector.metadata_ = metadata
     return detector
@@ -271,6 +310,26 @@ def threshold_at(calibration_scores: np.ndarray, fpr: float) -> float:
     ordered = np.sort(np.asarray(calibration_scores, dtype=np.float64))
     rank = math.ceil((len(ordered) + 1) * (1 - fpr))
     return float(ordered[min(rank, len(ordered)) - 1])
+
+
+def conformal_p_values(calibration_scores: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """(1 + #{calibration scores >= s}) / (n + 1) for each score s (calibration sorted)."""
+    n = len(calibration_scores)
+    at_least = n - np.searchsorted(calibration_scores, scores, side="left")
+    return (1.0 + at_least) / (n + 1.0)
+
+
+def explain_rows(column_nll: np.ndarray, baseline: np.ndarray, names: list[str],
+                 top: int) -> np.ndarray:
+    """The ``top`` columns whose -log p most exceeds its typical (median) value on
+    normal rows, with their share of the row's total excess: 'amount:0.62;country:0.21'."""
+    excess = np.clip(column_nll - baseline, 0.0, None)
+    totals = excess.sum(axis=1, keepdims=True)
+    shares = np.divide(excess, totals, out=np.zeros_like(excess), where=totals > 0)
+    order = np.argsort(-shares, axis=1, kind="stable")[:, :top]
+    return np.array([
+        ";".join(f"{names[j]}:{shares[i, j]:.2f}" for j in row if shares[i, j] > 0)
+        for i, row in enumerate(order)], dtype=object)
 
 
 def _subset(encoded: EncodedBatch, index) -> EncodedBatch:

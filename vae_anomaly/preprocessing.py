@@ -46,6 +46,16 @@ class EncodedBatch:
 
 
 @dataclass
+class TermColumns:
+    """For each model term, the index of the data column it belongs to."""
+
+    numeric: list[int]
+    indicators: list[int]
+    categories: list[int]
+    n_columns: int
+
+
+@dataclass
 class Layout:
     """Widths of each block, which is all the model needs to know about the data."""
 
@@ -124,6 +134,16 @@ class Preprocessor:
             category_sizes=[len(c["levels"]) + len(RESERVED_LEVELS)
                             for c in self.columns if c["kind"] == CATEGORICAL],
         )
+
+    @property
+    def term_columns(self) -> TermColumns:
+        """Which data column each model term (number, indicator, category) belongs to."""
+        numeric = [i for i, c in enumerate(self.columns) if c["kind"] == NUMERIC]
+        return TermColumns(
+            numeric=numeric,
+            indicators=[i for i in numeric if self.columns[i]["has_missing"]],
+            categories=[i for i, c in enumerate(self.columns) if c["kind"] == CATEGORICAL],
+            n_columns=len(self.columns))
 
     @property
     def feature_names(self) -> list[str]:

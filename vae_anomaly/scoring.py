@@ -1,6 +1,11 @@
-"""The anomaly score: a Monte Carlo negative ELBO over K draws of eps.
+"""The anomaly score: a Monte Carlo negative ELBO over K draws of eps, or the
+importance-weighted (IWAE) estimate of -log p(x) from the same draws.
 
-    score(x) = mean_k [ -log p(x | z_k) ] + KL(q(z|x) || N(0, I)),   z_k = mu + sigma * eps_k
+    elbo(x) = mean_k [ -log p(x | z_k) ] + KL(q(z|x) || N(0, I)),   z_k = mu + sigma * eps_k
+    iwae(x) = -log mean_k w_k,   w_k = p(x | z_k) p(z_k) / q(z_k | x)
+
+By Jensen's inequality iwae(x) <= mean_k [-log w_k], the Monte Carlo negative
+ELBO of the same draws: a tighter bound on -log p(x).
 
 The draws are tied to the row, not to the batch: eps for row r, draw k is a
 pure function of (seed, r, k): a hash of the row picks its draws from a fixed
@@ -11,13 +16,14 @@ file in one piece, in chunks, or spread over workers gives identical scores.
 from __future__ import annotations
 
 import functools
+import math
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from .model import TabularVAE, negative_elbo
-from .preprocessing import EncodedBatch
+from .model import TabularVAE, gaussian_kl, reconstruction_nll, reparameterize
+from .preprocessing import EncodedBatch, TermColumns
 
 DEFAULT_SAMPLES = 16
 _ROWS_PER_PASS = 4096  # bounds memory at K x rows x width activations
@@ -32,14 +38,24 @@ _STREAM_KEYS = (0x9E3779B9, 0x85EBCA6B, 0xC2B2AE35, 0x27D4EB2F)
 class ScoreParts:
     """Per-row results, as float64 numpy arrays."""
 
-    score: np.ndarray  # anomaly score: reconstruction + kl (higher = more anomalous)
+    elbo: np.ndarray  # Monte Carlo negative ELBO: reconstruction + kl
     reconstruction: np.ndarray  # mean over draws of -log p(x|z)
     kl: np.ndarray  # KL(q(z|x) || N(0, I)), closed form
-    std_error: np.ndarray  # Monte Carlo standard error of the score (NaN when K = 1)
+    std_error: np.ndarray  # Monte Carlo standard error of elbo (NaN when K = 1)
+    iwae: np.ndarray  # importance-weighted estimate of -log p(x) from the same draws
+    iwae_std_error: np.ndarray  # its delta-method standard error (NaN when K = 1)
+    column_nll: np.ndarray  # (n, n_columns): mean over draws of each column's -log p
 
     @classmethod
-    def empty(cls) -> ScoreParts:
-        return cls(*(np.zeros(0) for _ in range(4)))
+    def empty(cls, n_columns: int = 0) -> ScoreParts:
+        return cls(*(np.zeros(0) for _ in range(6)), np.zeros((0, n_columns)))
+
+    def score(self, kind: str) -> np.ndarray:
+        """The anomaly score of ``kind``: 'elbo' or 'iwae'."""
+        return {"elbo": self.elbo, "iwae": self.iwae}[kind]
+
+    def score_std_error(self, kind: str) -> np.ndarray:
+        return {"elbo": self.std_error, "iwae": self.iwae_std_error}[kind]
 
 
 def _fmix32(x: torch.Tensor) -> torch.Tensor:
@@ -86,34 +102,67 @@ def row_normals(seed: int, rows, samples: int, dim: int,
 
 
 @torch.inference_mode()
-def score_rows(model: TabularVAE, batch: EncodedBatch, row_ids: np.ndarray, *,
-               samples: int = DEFAULT_SAMPLES, seed: int = 0,
+def score_rows(model: TabularVAE, batch: EncodedBatch, row_ids: np.ndarray,
+               columns: TermColumns, *, samples: int = DEFAULT_SAMPLES, seed: int = 0,
                device: str | torch.device = "cpu") -> ScoreParts:
     """Score every row of ``batch``; row i uses the draws of row id ``row_ids[i]``."""
     if len(batch) == 0:
-        return ScoreParts.empty()
+        return ScoreParts.empty(columns.n_columns)
     model.eval()
     parts = [
-        _score_pass(model, batch, row_ids, start, min(start + _ROWS_PER_PASS, len(batch)),
-                    samples, seed, device)
+        _score_pass(model, batch, row_ids, columns, start,
+                    min(start + _ROWS_PER_PASS, len(batch)), samples, seed, device)
         for start in range(0, len(batch), _ROWS_PER_PASS)
     ]
     return ScoreParts(*(np.concatenate(column) for column in zip(*parts)))
 
 
-def _score_pass(model, batch: EncodedBatch, row_ids: np.ndarray, start: int, stop: int,
-                samples: int, seed: int, device) -> tuple[np.ndarray, ...]:
+def _score_pass(model: TabularVAE, batch: EncodedBatch, row_ids: np.ndarray,
+                columns: TermColumns, start: int, stop: int, samples: int, seed: int,
+                device) -> tuple[np.ndarray, ...]:
     def tensor(array):
         return torch.from_numpy(array[start:stop]).to(device)
 
+    numeric, indicators, codes = (tensor(batch.numeric), tensor(batch.indicators),
+                                  tensor(batch.categories))
     eps = row_normals(seed, row_ids[start:stop], samples, model.config.latent_dim, device)
-    reconstruction, kl = negative_elbo(model, tensor(batch.numeric), tensor(batch.indicators),
-                                       tensor(batch.categories), eps)
-    reconstruction = reconstruction.double()
+    mu, logvar = model.encode(model.inputs(numeric, indicators, codes))
+    z = reparameterize(mu, logvar, eps)
+    terms = reconstruction_nll(model.decode(z), numeric, indicators, codes,
+                               model.config.category_sizes)
+    reconstruction = terms.total().double()  # (K, n)
+    kl = gaussian_kl(mu, logvar).double()
     mean = reconstruction.mean(0)
-    if samples > 1:
-        std_error = reconstruction.std(0) / samples**0.5
-    else:
-        std_error = torch.full_like(mean, float("nan"))
-    kl = kl.double()
-    return tuple(t.cpu().numpy() for t in (mean + kl, mean, kl, std_error))
+    # log w_k = log p(x|z_k) + log p(z_k) - log q(z_k|x); the log(2 pi) terms cancel.
+    log_prior_ratio = 0.5 * (logvar + eps.pow(2) - z.pow(2)).sum(-1).double()
+    log_weights = -reconstruction + log_prior_ratio
+    iwae = -(torch.logsumexp(log_weights, 0) - math.log(samples))
+    std_error, iwae_std_error = _standard_errors(reconstruction, log_weights, samples)
+    column_nll = _column_nll(terms, columns, len(mean), device)
+    return tuple(t.cpu().numpy() for t in (mean + kl, mean, kl, std_error, iwae,
+                                           iwae_std_error, column_nll))
+
+
+def _standard_errors(reconstruction: torch.Tensor, log_weights: torch.Tensor,
+                     samples: int) -> tuple[torch.Tensor, torch.Tensor]:
+    if samples == 1:
+        nan = torch.full_like(reconstruction[0], float("nan"))
+        return nan, nan
+    elbo_se = reconstruction.std(0) / samples**0.5
+    # Delta method: se(log mean w) = sd(w) / (mean(w) sqrt(K)), on weights scaled by max.
+    weights = torch.exp(log_weights - log_weights.max(0).values)
+    iwae_se = weights.std(0) / (weights.mean(0) * samples**0.5)
+    return elbo_se, iwae_se
+
+
+def _column_nll(terms, columns: TermColumns, n: int, device) -> torch.Tensor:
+    """Each data column's -log p, averaged over draws: numeric terms plus their
+    missing indicators, and categorical terms, summed per column."""
+    out = torch.zeros(n, columns.n_columns, dtype=torch.float64, device=device)
+    for values, index in ((terms.numeric, columns.numeric),
+                          (terms.indicators, columns.indicators),
+                          (terms.categories, columns.categories)):
+        if index:
+            target = torch.tensor(index, dtype=torch.long, device=device)
+            out.index_add_(1, target, values.mean(0).double())
+    return out
