@@ -183,7 +183,7 @@ def test_fit_reports_notes_and_a_summary(work):
     result = invoke("fit", work / "train.csv", "--model", work / "m.vae", "--epochs", 2)
     assert result.exit_code == 0, result.output
     assert "Note: column `id` is ignored: it has a distinct value in every row" in result.stderr
-    assert "Trained on 360 rows (40 held out) for 2 epochs" in result.stderr
+    assert "Trained on 280 rows (120 held out) for 2 epochs" in result.stderr
     assert result.stdout == ""
 
 

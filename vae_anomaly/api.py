@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 
 from .artifact import FORMAT_NAME, FORMAT_VERSION
@@ -35,6 +36,7 @@ from .data import (
 )
 from .detector import EXPLANATION_COLUMN, SCORE_COLUMNS, FitSummary, VAEAnomalyDetector, load
 from .errors import InputError, OutputError
+from .evaluation import classification_metrics, parse_labels
 from .health import HealthMonitor
 from .preprocessing import NUMERIC
 from .training import TrainingCallback
@@ -120,6 +122,37 @@ def score_file(data, model_path, *, output: str | Path | None = None, seed: int 
     return ScoreResult(rows=rows, flagged=flagged, threshold=threshold,
                        output=destination, seconds=time.perf_counter() - started, input=data,
                        health=health.report())
+
+
+def evaluate_file(data, model_path, *, label_column: str, seed: int | None = None,
+                  samples: int | None = None, threshold: float | None = None,
+                  device: str = "cpu", chunk_size: int = DEFAULT_CHUNK_ROWS,
+                  kind: str | None = None) -> dict:
+    """Score the labelled file ``data`` as ``score`` would and return its metrics."""
+    data = Path(data)
+    detector = load(model_path)
+    labels, scores, flagged, rows = [], [], [], 0
+    for table in read_batches(data, chunk_size):
+        if label_column not in table.column_names:
+            raise InputError(f"label column `{label_column}` is not in {data.name}; its columns "
+                             f"are: {', '.join(table.column_names)}")
+        if label_column in detector.preprocessor_.feature_names:
+            raise InputError(f"`{label_column}` is one of the model's input columns; refit with "
+                             f"--exclude {label_column} so the model never sees the label")
+        labels.append(parse_labels(table.column(label_column), label_column, data.name))
+        columns = detector.score_columns(table, samples=samples, seed=seed, threshold=threshold,
+                                         first_row=rows, source=data.name, device=device,
+                                         kind=kind)
+        scores.append(columns["anomaly_score"])
+        flagged.append(columns["is_anomaly"])
+        rows += table.num_rows
+    if rows == 0:
+        raise InputError(f"{data.name} has no rows to evaluate")
+    cut = detector.threshold_for(kind or detector.score_kind) if threshold is None else threshold
+    metrics = classification_metrics(np.concatenate(labels), np.concatenate(scores),
+                                     np.concatenate(flagged), cut)
+    return {"input": str(data), "model": str(model_path),
+            "score": kind or detector.score_kind, **metrics}
 
 
 def _locked(destination: Path | None):

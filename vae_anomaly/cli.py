@@ -21,7 +21,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from .api import describe_model, fit_file, score_files, write_summary
+from .api import describe_model, evaluate_file, fit_file, score_files, write_summary
 from .data import DEFAULT_CHUNK_ROWS, check_writable_destination
 from .errors import VAEAnomalyError
 from .training import EpochStats
@@ -231,6 +231,62 @@ def _report_scored(console: Console, result) -> None:
         f"Scored {result.rows} rows in {result.seconds:.1f}s: {result.flagged} anomalies "
         f"({share:.1%}) above threshold {result.threshold:.4g}; wrote {destination}",
         markup=False)
+
+
+@app.command()
+def evaluate(
+    data: Annotated[str, typer.Argument(metavar="LABELED", help="CSV or Parquet file with a label column.")],
+    label_column: Annotated[str, typer.Option(
+        metavar="COL", help="Column holding the truth: 1 (or true) = anomaly, 0 = normal.")],
+    model: ModelOption = Path("model.vae"),
+    seed: Annotated[Optional[int], typer.Option(
+        help="Seed for the Monte Carlo draws. Default: the model's training seed.")] = None,
+    samples: Annotated[Optional[int], typer.Option(
+        help="Monte Carlo draws K per row. Default: the model's (16).")] = None,
+    threshold: Annotated[Optional[float], typer.Option(
+        help="Threshold to evaluate at. Default: the model's.")] = None,
+    score_kind: Annotated[Optional[ScoreKind], typer.Option(
+        "--score", help="elbo or iwae. Default: the model's.")] = None,
+    device: DeviceOption = Device.auto,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON for machines.")] = False,
+) -> None:
+    """Score a labelled file as `score` would and report how well anomalies are found.
+
+    Reports ROC-AUC and average precision; precision, recall, F1 and the confusion
+    matrix at the threshold; and the threshold that would give the best F1.
+
+    Example: vae-anomaly evaluate labeled.csv --label-column label --json
+    """
+    metrics = _run(lambda: evaluate_file(data, model, label_column=label_column, seed=seed,
+                                         samples=samples, threshold=threshold,
+                                         device=device.value,
+                                         kind=score_kind.value if score_kind else None))
+    if as_json:
+        typer.echo(json.dumps(metrics, indent=2))
+        return
+    _render_metrics(metrics)
+
+
+def _render_metrics(m: dict) -> None:
+    def number(value):
+        return "n/a (one class only)" if value is None else f"{value:.4f}"
+
+    table = Table(title=f"Evaluation of {m['input']} ({m['rows']} rows, {m['anomalies']} anomalies)")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    cm = m["confusion_matrix"]
+    for name, value in [
+        ("ROC-AUC", number(m["roc_auc"])), ("average precision", number(m["average_precision"])),
+        (f"threshold ({m['score']})", f"{m['threshold']:.6g}"),
+        ("precision", number(m["precision"])), ("recall", number(m["recall"])),
+        ("F1", number(m["f1"])), ("false-positive rate", number(m["false_positive_rate"])),
+        ("confusion (tn fp / fn tp)", f"{cm['tn']} {cm['fp']} / {cm['fn']} {cm['tp']}"),
+        ("best F1", number(m["best_f1"])),
+        ("best-F1 threshold", "n/a" if m["best_f1_threshold"] is None
+         else f"{m['best_f1_threshold']:.6g}"),
+    ]:
+        table.add_row(name, value)
+    Console(highlight=False).print(table)
 
 
 @app.command()

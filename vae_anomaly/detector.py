@@ -34,6 +34,7 @@ from .scoring import DEFAULT_SAMPLES, ScoreParts, score_rows
 from .training import Tensors, TrainingCallback, TrainingConfig, train
 
 MIN_TRAINING_ROWS = 10
+MIN_CALIBRATION_ROWS = 200
 SCORE_COLUMNS = ("anomaly_score", "is_anomaly", "p_value", "reconstruction_nll", "kl_divergence",
                  "score_std_error")
 EXPLANATION_COLUMN = "top_columns"
@@ -149,7 +150,7 @@ class VAEAnomalyDetector:
 
     def _split(self, n: int) -> tuple[np.ndarray, np.ndarray]:
         order = np.random.default_rng(self.seed).permutation(n)
-        n_val = min(n - 1, max(1, round(n * self.validation_fraction)))
+        n_val = validation_size(n, self.validation_fraction)
         return np.sort(order[n_val:]), np.sort(order[:n_val])
 
     def _training_config(self) -> TrainingConfig:
@@ -299,6 +300,14 @@ def _rebuild(metadata: dict, tensors: dict[str, torch.Tensor]) -> VAEAnomalyDete
     detector.summary_ = FitSummary(**metadata["training"])
     detector.metadata_ = metadata
     return detector
+
+
+def validation_size(n: int, fraction: float) -> int:
+    """Rows held out: ``fraction`` of them, but at least 200 (up to 30% of the data),
+    because the threshold is a high quantile of their scores and 25 scores cannot
+    place a 99th percentile."""
+    wanted = max(round(n * fraction), min(MIN_CALIBRATION_ROWS, round(n * 0.3)))
+    return int(min(n - 1, max(1, wanted)))
 
 
 def threshold_at(calibration_scores: np.ndarray, fpr: float) -> float:
