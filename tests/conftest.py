@@ -48,3 +48,17 @@ def tiny_model(tiny_dir) -> Path:
     path = tiny_dir / "model.vae"
     fit_file(tiny_dir / "train.csv", path, **FAST_FIT)
     return path
+
+
+@pytest.fixture(scope="session")
+def sample_model(tmp_path_factory) -> Path:
+    """sample_data/train.csv fitted once through the CLI with default settings."""
+    from typer.testing import CliRunner
+
+    from vae_anomaly.cli import app
+
+    model = tmp_path_factory.mktemp("sample") / "model.vae"
+    result = CliRunner().invoke(app, ["fit", str(SAMPLE_DATA / "train.csv"), "--model",
+                                      str(model), "--seed", "0", "--quiet"])
+    assert result.exit_code == 0, result.output
+    return model

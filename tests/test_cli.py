@@ -247,3 +247,33 @@ def test_typed_frames_score_like_the_csv(tiny_model, tiny_dir):
     from vae_anomaly.data import read_table
     text = detector.score(read_table(path))
     pd.testing.assert_frame_equal(typed, text, rtol=1e-5)
+
+
+def test_dated_file_names_get_their_own_default_outputs(work):
+    for day in ("2024-06-01", "2024-06-02"):
+        shutil.copy(work / "new.csv", work / f"nightly.{day}.csv")
+        assert invoke("score", work / f"nightly.{day}.csv", "--model", work / "model.vae",
+                      "-q").exit_code == 0
+    assert (work / "nightly.2024-06-01.scored.csv").exists()
+    assert (work / "nightly.2024-06-02.scored.csv").exists()
+
+
+def test_summary_records_rows_flags_model_hash_and_health(work):
+    import hashlib
+    frame = pd.read_csv(work / "new.csv")
+    frame.loc[:9, "colour"] = "ultraviolet"
+    frame.to_csv(work / "drifted.csv", index=False)
+    result = invoke("score", work / "drifted.csv", "--model", work / "model.vae", "-o",
+                    work / "o.csv", "--summary", work / "run.json", "--fail-on-drift")
+    assert result.exit_code == 3
+    assert ("Warning: drifted.csv: column `colour` has categories never seen in training "
+            "in 16.7% of rows") in result.stderr
+    summary = json.loads((work / "run.json").read_text())
+    assert summary["rows"] == 60 and summary["healthy"] is False
+    assert summary["model_sha256"] == hashlib.sha256((work / "model.vae").read_bytes()).hexdigest()
+    assert summary["flagged"] == pd.read_csv(work / "o.csv")["is_anomaly"].sum()
+    assert summary["files"][0]["health"]["findings"] == [
+        "column `colour` has categories never seen in training in 16.7% of rows"]
+    clean = invoke("score", work / "new.csv", "--model", work / "model.vae", "-o",
+                   work / "o2.csv", "--fail-on-drift", "-q")
+    assert clean.exit_code == 0

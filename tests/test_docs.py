@@ -86,3 +86,18 @@ def test_ci_runs_the_readme_test_command():
     test_command = next(b.strip() for b in readme_blocks if "pytest" in b)
     ci_lines = [line.strip() for line in (root / ".ci" / "run").read_text().splitlines()]
     assert test_command in ci_lines, ".ci/run no longer runs the README's test command"
+
+
+def test_python_docs_examples_run(tmp_path, monkeypatch):
+    """Every ```python block of docs/python.md runs, in order, from a scratch folder."""
+    root = CLI_MD.parent.parent
+    text = (root / "docs" / "python.md").read_text()
+    blocks = [b.removeprefix("python\n") for b in text.split("```")[1::2]
+              if b.startswith("python\n")]
+    assert len(blocks) >= 2
+    (tmp_path / "sample_data").symlink_to(root / "sample_data")
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {}
+    for block in blocks:
+        exec(compile(block, "docs/python.md", "exec"), namespace)
+    assert (tmp_path / "model.vae").exists() and (tmp_path / "scored.csv").exists()

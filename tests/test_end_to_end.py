@@ -14,16 +14,13 @@ runner = CliRunner()
 
 
 @pytest.fixture(scope="module")
-def scored(tmp_path_factory):
+def scored(tmp_path_factory, sample_model):
     folder = tmp_path_factory.mktemp("e2e")
-    model = folder / "model.vae"
-    fit = runner.invoke(app, ["fit", str(SAMPLE_DATA / "train.csv"), "--model", str(model),
-                              "--seed", "0", "--quiet"])
-    assert fit.exit_code == 0, fit.output
     outputs = []
     for name in ("a.csv", "b.csv"):
-        result = runner.invoke(app, ["score", str(SAMPLE_DATA / "new.csv"), "--model", str(model),
-                                     "-o", str(folder / name), "--seed", "3", "--quiet"])
+        result = runner.invoke(app, ["score", str(SAMPLE_DATA / "new.csv"), "--model",
+                                     str(sample_model), "-o", str(folder / name), "--seed", "3",
+                                     "--quiet"])
         assert result.exit_code == 0, result.output
         outputs.append(folder / name)
     return outputs

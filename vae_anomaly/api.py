@@ -81,8 +81,9 @@ def fit_file(data, model_path, *, callbacks: Sequence[TrainingCallback] = (),
 
 
 def default_output_path(data: Path) -> Path:
+    """new.csv -> new.scored.csv; nightly.2024-06-01.csv -> nightly.2024-06-01.scored.csv."""
     suffix = ".scored.parquet" if is_parquet(data) else ".scored.csv"
-    return data.with_name(f"{data.name.split('.')[0]}{suffix}")
+    return data.with_name(f"{data.stem}{suffix}")
 
 
 def score_file(data, model_path, *, output: str | Path | None = None, seed: int | None = None,
@@ -159,13 +160,20 @@ def _locked(destination: Path | None):
     return contextlib.nullcontext() if destination is None else exclusive_lock(destination)
 
 
-def write_summary(path, results: list[ScoreResult], model_path, started: float) -> None:
+def file_sha256(path) -> str:
+    try:
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    except OSError:
+        return ""  # a missing model is reported by load(), with its own message
+
+
+def write_summary(path, results: list[ScoreResult], model_path, model_sha256: str,
+                  started: float) -> None:
     """Write the JSON run summary atomically: per file rows, flags and health, plus
     the threshold, a SHA-256 of the model file and the run's duration."""
-    model_path = Path(model_path)
     summary = {
         "model": str(model_path),
-        "model_sha256": hashlib.sha256(model_path.read_bytes()).hexdigest(),
+        "model_sha256": model_sha256,
         "rows": sum(r.rows for r in results),
         "flagged": sum(r.flagged for r in results),
         "threshold": results[0].threshold if results else None,
@@ -179,12 +187,25 @@ def write_summary(path, results: list[ScoreResult], model_path, started: float) 
 
 
 def score_files(pattern: str | Path, model_path, *, output: str | Path | None = None,
-                output_dir: str | Path | None = None, **options) -> list[ScoreResult]:
+                output_dir: str | Path | None = None, summary: str | Path | None = None,
+                **options) -> list[ScoreResult]:
     """Score one file, or every file a glob such as 'incoming/*.csv' matches.
 
     With ``output_dir`` each input gets an output of the same name there;
     without it the pattern must name one file, written to ``output``.
+    ``summary`` is a path for the JSON run summary (see ``write_summary``).
     """
+    started = time.perf_counter()
+    if summary is not None:
+        check_writable_destination(Path(summary))
+    model_sha256 = file_sha256(model_path)  # the model actually used, before any refit
+    results = _score_each(pattern, model_path, output, output_dir, options)
+    if summary is not None:
+        write_summary(summary, results, model_path, model_sha256, started)
+    return results
+
+
+def _score_each(pattern, model_path, output, output_dir, options) -> list[ScoreResult]:
     inputs = expand_inputs(pattern)
     if output_dir is None:
         if len(inputs) > 1:

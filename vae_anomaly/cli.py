@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import signal
-import time
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
@@ -21,8 +20,8 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from .api import describe_model, evaluate_file, fit_file, score_files, write_summary
-from .data import DEFAULT_CHUNK_ROWS, check_writable_destination
+from .api import describe_model, evaluate_file, fit_file, score_files
+from .data import DEFAULT_CHUNK_ROWS
 from .errors import VAEAnomalyError
 from .training import EpochStats
 
@@ -95,7 +94,8 @@ def _run(action):
     except VAEAnomalyError as exc:
         raise _fail(str(exc), exc.exit_code) from None
     except KeyboardInterrupt:
-        raise _fail("interrupted; nothing was written", EXIT_INTERRUPTED) from None
+        raise _fail("interrupted; the file being written was discarded and any earlier "
+                    "version kept", EXIT_INTERRUPTED) from None
     except MemoryError:
         raise _fail("out of memory; use a smaller --batch-size or score a smaller file",
                     EXIT_INTERNAL) from None
@@ -129,8 +129,8 @@ def fit(
     """Learn what normal records look like from DATA and save the model.
 
     Column kinds come from the data: numbers are numeric, text and true/false are
-    categorical. 10% of the rows are held out to stop training early and to set the
-    anomaly threshold. The model file is replaced atomically, only on success.
+    categorical. 10% of the rows (at least 200, up to 30%) are held out to stop
+    training early and to set the anomaly threshold. The model file is replaced atomically, only on success.
 
     Example: vae-anomaly fit normal.csv --model model.vae --exclude id --seed 1
     """
@@ -199,16 +199,12 @@ def score(
 
     Example: vae-anomaly score new.csv --model model.vae -o scored.csv --fail-on-anomaly
     """
-    started = time.perf_counter()
-    if summary is not None:
-        _run(lambda: check_writable_destination(summary))
     results = _run(lambda: score_files(data, model, output=output, output_dir=output_dir,
+                                       summary=summary,
                                        seed=seed, samples=samples, threshold=threshold,
                                        device=device.value, chunk_size=chunk_size,
                                        kind=score_kind.value if score_kind else None,
                                        explain=explain))
-    if summary is not None:
-        _run(lambda: write_summary(summary, results, model, started))
     if not quiet:
         console = _stderr()
         for result in results:

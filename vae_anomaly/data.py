@@ -307,6 +307,7 @@ def atomic_output(path: str | os.PathLike, mode: str = "w") -> Iterator:
             stream.flush()
             os.fsync(stream.fileno())
         os.replace(tmp_name, path)
+        _fsync_folder(directory)  # make the rename itself durable
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp_name)
@@ -381,6 +382,15 @@ def exclusive_lock(path: Path) -> Iterator[None]:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(lock_path)
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _fsync_folder(directory: Path) -> None:
+    with contextlib.suppress(OSError):
+        handle = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(handle)
+        finally:
+            os.close(handle)
 
 
 def _current_umask() -> int:

@@ -160,14 +160,17 @@ class VAEAnomalyDetector:
     # ----- scoring -----------------------------------------------------------------
     def score(self, frame: pd.DataFrame | pa.Table, *, samples: int | None = None,
               seed: int | None = None, threshold: float | None = None, first_row: int = 0,
-              source: str = "the data", device: str = "cpu") -> pd.DataFrame:
+              source: str = "the data", device: str = "cpu", kind: str | None = None,
+              explain: int = 0) -> pd.DataFrame:
         """Score every row: a DataFrame of SCORE_COLUMNS (index aligned with a pandas ``frame``).
 
         ``first_row`` is the row id of the frame's first row, so that chunks of one
         file get the same draws, hence the same scores, as the file in one piece.
+        ``kind`` is 'elbo' or 'iwae'; ``explain`` > 0 adds ``top_columns``.
         """
         columns = self.score_columns(frame, samples=samples, seed=seed, threshold=threshold,
-                                     first_row=first_row, source=source, device=device)
+                                     first_row=first_row, source=source, device=device,
+                                     kind=kind, explain=explain)
         index = frame.index if isinstance(frame, pd.DataFrame) else None
         return pd.DataFrame(columns, index=index)
 
