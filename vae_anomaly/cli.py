@@ -22,6 +22,7 @@ from rich.table import Table
 
 from .api import describe_model, evaluate_file, fit_file, score_files
 from .data import DEFAULT_CHUNK_ROWS
+from .report import write_report
 from .errors import VAEAnomalyError
 from .training import EpochStats
 
@@ -283,6 +284,28 @@ def _render_metrics(m: dict) -> None:
     ]:
         table.add_row(name, value)
     Console(highlight=False).print(table)
+
+
+@app.command()
+def report(
+    model: Annotated[Path, typer.Argument(metavar="MODEL", help="Model file written by fit.")],
+    scored: Annotated[Optional[Path], typer.Argument(
+        metavar="[SCORED]", help="Output of `score` to include (histogram, top anomalies).",
+        show_default=False)] = None,
+    output: Annotated[Path, typer.Option(
+        "--output", "-o", metavar="PATH", help="HTML file to write.")] = Path("report.html"),
+    top: Annotated[int, typer.Option(help="How many top anomalies to list.")] = 20,
+    quiet: QuietOption = False,
+) -> None:
+    """Write one self-contained HTML report: training curves, the calibration scores'
+    histogram beside the scored batch's with the threshold, and the top anomalies
+    with their explanations.
+
+    Example: vae-anomaly report model.vae scored.csv --output report.html
+    """
+    path = _run(lambda: write_report(model, output, scored_path=scored, top=top))
+    if not quiet:
+        _stderr().print(f"Wrote {path}", markup=False)
 
 
 @app.command()
