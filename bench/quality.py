@@ -400,11 +400,13 @@ def reach_check(datasets: list[str], methods: list[str], results: list[Result]) 
 
 
 def render_markdown(results: list[Result], methods: list[str], seeds: list[int],
-                    command: str) -> str:
+                    command: str, reused: bool = False) -> str:
     datasets = sorted({r.dataset for r in results})
     n_seeds = len({r.seed for r in results}) or len(seeds)
     lines = [SECTION, "",
-             f"Command: `{command}`", "",
+             f"Command: `{command}`" + (
+                 " (results already in the --results-json file, from an earlier run of the "
+                 "same command without --resume, were reused)" if reused else ""), "",
              f"Machine: {machine()}.", "",
              f"Split per dataset and seed (seeds {', '.join(map(str, sorted({r.seed for r in results})))}):"
              f" half of the normal rows train (at most {TRAIN_CAP:,}); the other half (at most "
@@ -474,7 +476,8 @@ def main(argv: list[str] | None = None) -> None:
     started = time.perf_counter()
     results = load_results(args.results_json) if args.report_only else run(args)
     methods = [m for m in METHODS if m in args.methods or any(r.method == m for r in results)]
-    write_section(args.out, render_markdown(results, methods, args.seeds, command))
+    write_section(args.out, render_markdown(results, methods, args.seeds, command,
+                                            reused=args.resume or args.report_only))
     print(f"wrote {args.out} ({len(results)} results, {time.perf_counter() - started:.0f}s)",
           file=sys.stderr)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -62,3 +64,15 @@ def sample_model(tmp_path_factory) -> Path:
                                       str(model), "--seed", "0", "--quiet"])
     assert result.exit_code == 0, result.output
     return model
+
+
+def rewrite_metadata(payload: bytes, change) -> bytes:
+    """A copy of a model file whose JSON metadata went through ``change``."""
+    (length,) = struct.unpack("<Q", payload[:8])
+    header = json.loads(payload[8:8 + length])
+    meta = json.loads(header["__metadata__"]["vae_anomaly"])
+    change(meta)
+    header["__metadata__"]["vae_anomaly"] = json.dumps(meta)
+    raw = json.dumps(header).encode()
+    raw += b" " * (-len(raw) % 8)
+    return struct.pack("<Q", len(raw)) + raw + payload[8 + length:]

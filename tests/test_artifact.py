@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
 import pickle
-import struct
 
 import numpy as np
 import pandas as pd
@@ -12,6 +10,7 @@ import pytest
 import torch
 from safetensors.torch import save as save_safetensors
 
+from conftest import rewrite_metadata
 from vae_anomaly import ModelFileError, load
 from vae_anomaly.artifact import FORMAT_VERSION, model_from_bytes
 
@@ -94,20 +93,9 @@ def test_a_foreign_safetensors_file_is_refused(tmp_path):
         load(path)
 
 
-def _rewrite_metadata(payload: bytes, change) -> bytes:
-    (length,) = struct.unpack("<Q", payload[:8])
-    header = json.loads(payload[8:8 + length])
-    meta = json.loads(header["__metadata__"]["vae_anomaly"])
-    change(meta)
-    header["__metadata__"]["vae_anomaly"] = json.dumps(meta)
-    raw = json.dumps(header).encode()
-    raw += b" " * (-len(raw) % 8)
-    return struct.pack("<Q", len(raw)) + raw + payload[8 + length:]
-
-
 def test_a_newer_format_version_is_refused_with_upgrade_advice(tiny_model, tmp_path):
     path = tmp_path / "newer.vae"
-    path.write_bytes(_rewrite_metadata(tiny_model.read_bytes(),
+    path.write_bytes(rewrite_metadata(tiny_model.read_bytes(),
                                        lambda m: m.update(format_version=FORMAT_VERSION + 1)))
     with pytest.raises(ModelFileError) as error:
         load(path)

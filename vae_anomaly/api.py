@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import math
 import hashlib
 import json
 import sys
@@ -38,6 +39,7 @@ from .detector import EXPLANATION_COLUMN, SCORE_COLUMNS, FitSummary, VAEAnomalyD
 from .errors import InputError, OutputError
 from .evaluation import classification_metrics, parse_labels
 from .health import HealthMonitor
+from .scoring import MAX_SAMPLES
 from .preprocessing import NUMERIC
 from .training import TrainingCallback
 
@@ -98,12 +100,14 @@ def score_file(data, model_path, *, output: str | Path | None = None, seed: int 
     rows, and the scores equal those of scoring the file in one piece.
     """
     started = time.perf_counter()
+    check_score_options(seed=seed, samples=samples, threshold=threshold)
     if chunk_size < 1:
         raise InputError(f"--chunk-size must be at least 1 (got {chunk_size})")
     data = Path(data)
     destination = None if output == "-" else Path(output or default_output_path(data))
     if destination is not None:
         _refuse_same_file(data, destination, "--output")
+        _refuse_same_file(Path(model_path), destination, "--output", "model")
         check_writable_destination(destination)
     detector = detector or load(model_path)
     health = HealthMonitor(detector.preprocessor_)
@@ -131,6 +135,7 @@ def evaluate_file(data, model_path, *, label_column: str, seed: int | None = Non
                   kind: str | None = None) -> dict:
     """Score the labelled file ``data`` as ``score`` would and return its metrics."""
     data = Path(data)
+    check_score_options(seed=seed, samples=samples, threshold=threshold)
     detector = load(model_path)
     labels, scores, flagged, rows = [], [], [], 0
     for table in read_batches(data, chunk_size):
@@ -197,7 +202,13 @@ def score_files(pattern: str | Path, model_path, *, output: str | Path | None = 
     """
     started = time.perf_counter()
     if summary is not None:
-        check_writable_destination(Path(summary))
+        summary = Path(summary)
+        for path in expand_inputs(pattern):
+            _refuse_same_file(path, summary, "--summary")
+        _refuse_same_file(Path(model_path), summary, "--summary", "model")
+        if output not in (None, "-"):
+            _refuse_same_file(Path(output), summary, "--summary", "--output")
+        check_writable_destination(summary)
     model_sha256 = file_sha256(model_path)  # the model actually used, before any refit
     results = _score_each(pattern, model_path, output, output_dir, options)
     if summary is not None:
@@ -248,10 +259,20 @@ def _with_scores(table: pa.Table, scores: dict) -> pa.Table:
     return table
 
 
-def _refuse_same_file(data: Path, destination: Path, option: str) -> None:
+def check_score_options(*, seed=None, samples=None, threshold=None) -> None:
+    """Reject option values that would otherwise fail deep inside (or silently)."""
+    if seed is not None and not 0 <= seed < 2**63:
+        raise InputError(f"--seed must be between 0 and 2**63 - 1 (got {seed})")
+    if samples is not None and not 1 <= samples <= MAX_SAMPLES:
+        raise InputError(f"--samples must be between 1 and {MAX_SAMPLES} (got {samples})")
+    if threshold is not None and not math.isfinite(threshold):
+        raise InputError(f"--threshold must be a finite number (got {threshold})")
+
+
+def _refuse_same_file(data: Path, destination: Path, option: str, what: str = "input") -> None:
     if destination.exists() and data.exists() and destination.resolve() == data.resolve():
-        raise OutputError(f"{option} {destination} is the input file itself; "
-                          "choose another path so the input is not overwritten")
+        raise OutputError(f"{option} {destination} is the {what} file itself; "
+                          f"choose another path so the {what} is not overwritten")
 
 
 def describe_model(model_path) -> dict:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import signal
+import sys
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
@@ -29,7 +30,25 @@ from .training import EpochStats
 EXIT_OK, EXIT_ANOMALIES, EXIT_BAD_INPUT, EXIT_DRIFT, EXIT_INTERNAL, EXIT_INTERRUPTED = \
     0, 1, 2, 3, 4, 130
 
+class _OneLineErrors(typer.core.TyperGroup):
+    """Usage errors as one `Error: ...` line (exit 2), like every other error,
+    instead of click's multi-line usage box: cron logs stay greppable."""
+
+    def main(self, *args, standalone_mode: bool = True, **kwargs):
+        if not standalone_mode:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        try:
+            result = super().main(*args, standalone_mode=False, **kwargs)
+        except Exception as exc:  # typer vendors click: match its errors by shape
+            if not (hasattr(exc, "format_message") and hasattr(exc, "exit_code")):
+                raise
+            _stderr().print(f"Error: {exc.format_message().rstrip('.')}; see --help", markup=False)
+            sys.exit(exc.exit_code)
+        sys.exit(result if isinstance(result, int) else EXIT_OK)
+
+
 app = typer.Typer(
+    cls=_OneLineErrors,
     name="vae-anomaly",
     help="Flag anomalous records in CSV files with a Variational Autoencoder.\n\n"
          "Train on normal records with `fit`, then `score` new files (e.g. nightly from cron). "

@@ -182,7 +182,7 @@ def missing_mask(values) -> np.ndarray:
     return missing.to_numpy(zero_copy_only=False)
 
 
-def parse_numeric(values, column: str, source: str) -> np.ndarray:
+def parse_numeric(values, column: str, source: str, first_row: int = 0) -> np.ndarray:
     """Convert a column to float64 with NaN for missing cells.
 
     Raises InputError naming the first row whose text is not a number, or whose
@@ -198,20 +198,20 @@ def parse_numeric(values, column: str, source: str) -> np.ndarray:
         numbers = pc.cast(values, pa.float64()).to_numpy(zero_copy_only=False)
         numbers = np.where(missing, np.nan, numbers)
     elif pa.types.is_string(values.type) or pa.types.is_large_string(values.type):
-        numbers = _parse_text_numbers(values, missing, column, source)
+        numbers = _parse_text_numbers(values, missing, column, source, first_row)
     else:
         raise InputError(f"column `{column}` in {source} has type {values.type}, not numbers; "
                          f"retrain with --categorical {column} or exclude it")
     infinite = np.isinf(numbers)
     if infinite.any():
         row = int(np.flatnonzero(infinite)[0])
-        raise InputError(f"column `{column}` in {source} has an infinite value at row {row + 1}; "
+        raise InputError(f"column `{column}` in {source} has an infinite value at row {first_row + row + 1}; "
                          "replace it with a finite number or leave the cell empty")
     return numbers
 
 
 def _parse_text_numbers(values: pa.Array, missing: np.ndarray, column: str,
-                        source: str) -> np.ndarray:
+                        source: str, first_row: int = 0) -> np.ndarray:
     text = pc.if_else(pa.array(missing), pa.scalar(None, values.type),
                       pc.utf8_trim_whitespace(values))
     try:
@@ -221,7 +221,7 @@ def _parse_text_numbers(values: pa.Array, missing: np.ndarray, column: str,
         bad = np.flatnonzero(parsed.isna().to_numpy() & ~missing)
         row = int(bad[0]) if len(bad) else 0
         raise InputError(f"column `{column}` in {source} has non-numeric value "
-                         f"{values[row].as_py()!r} at row {row + 1}; "
+                         f"{values[row].as_py()!r} at row {first_row + row + 1}; "
                          "fix the value or mark it missing") from None
 
 

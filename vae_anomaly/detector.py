@@ -30,7 +30,7 @@ from .errors import InputError, ModelFileError
 from .health import HealthMonitor
 from .model import TabularVAE, VAEConfig
 from .preprocessing import EncodedBatch, Preprocessor
-from .scoring import DEFAULT_SAMPLES, ScoreParts, score_rows
+from .scoring import DEFAULT_SAMPLES, MAX_SAMPLES, ScoreParts, score_rows
 from .training import Tensors, TrainingCallback, TrainingConfig, train
 
 MIN_TRAINING_ROWS = 10
@@ -135,14 +135,19 @@ class VAEAnomalyDetector:
     def _check_params(self) -> None:
         checks = [
             (0 < self.fpr < 1, f"--fpr must be between 0 and 1 (got {self.fpr})"),
-            (self.samples >= 1, f"--samples must be at least 1 (got {self.samples})"),
+            (1 <= self.samples <= MAX_SAMPLES,
+             f"--samples must be between 1 and {MAX_SAMPLES} (got {self.samples})"),
+            (0 <= self.seed < 2**63, f"--seed must be between 0 and 2**63 - 1 (got {self.seed})"),
             (self.score_kind in SCORE_KINDS,
              f"--score must be elbo or iwae (got {self.score_kind!r})"),
             (self.beta >= 0, f"--beta must be zero or more (got {self.beta})"),
             (0 < self.validation_fraction < 1, "the validation fraction must be between 0 and 1"),
             (self.epochs is None or self.epochs >= 1, "--epochs must be at least 1"),
             (self.batch_size is None or self.batch_size >= 1, "--batch-size must be at least 1"),
-            (self.latent_dim is None or self.latent_dim >= 1, "--latent-dim must be at least 1"),
+            (self.latent_dim is None or 1 <= self.latent_dim <= 1024,
+             f"--latent-dim must be between 1 and 1024 (got {self.latent_dim})"),
+            (self.batch_size is None or self.batch_size <= 1_000_000,
+             f"--batch-size must be at most 1000000 (got {self.batch_size})"),
         ]
         for ok, message in checks:
             if not ok:
@@ -194,7 +199,7 @@ class VAEAnomalyDetector:
             raise InputError(f"--score must be elbo or iwae (got {kind!r})")
         if explain < 0:
             raise InputError(f"--explain must be zero or more (got {explain})")
-        encoded = self.preprocessor_.transform(frame, source=source)
+        encoded = self.preprocessor_.transform(frame, source=source, first_row=first_row)
         if health is not None:
             health.add(encoded)
         rows = np.arange(first_row, first_row + len(encoded))

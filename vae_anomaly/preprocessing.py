@@ -28,6 +28,7 @@ UNKNOWN_CODE, MISSING_CODE, OTHER_CODE = 0, 1, 2
 RESERVED_LEVELS = ("<unknown>", "<missing>", "<other>")
 # asinh(1e15) is about 35: bounds any finite value without overflow.
 _MAX_ABS_STANDARDISED = 1e15
+_MAX_ABS_VALUE = 1e300
 
 
 @dataclass
@@ -149,17 +150,21 @@ class Preprocessor:
     def feature_names(self) -> list[str]:
         return [c["name"] for c in self.columns]
 
-    def transform(self, frame: pd.DataFrame | pa.Table, source: str = "the data") -> EncodedBatch:
-        """Encode ``frame``; raises InputError for a missing column or a bad value."""
+    def transform(self, frame: pd.DataFrame | pa.Table, source: str = "the data",
+                  first_row: int = 0) -> EncodedBatch:
+        """Encode ``frame``; raises InputError for a missing column or a bad value
+        (rows in messages count from ``first_row``, the chunk's place in its file)."""
         table = to_arrow(frame)
-        absent = [name for name in self.feature_names if name not in table.column_names]
+        present = set(table.column_names)
+        absent = [name for name in self.feature_names if name not in present]
         if absent:
             raise InputError(_missing_columns_message(absent, source))
         numeric, indicators, categories, counts = [], [], [], {}
         for spec in self.columns:
             values = table.column(spec["name"])
             if spec["kind"] == NUMERIC:
-                scaled, was_missing, counts[spec["name"]] = _encode_numeric(values, spec, source)
+                scaled, was_missing, counts[spec["name"]] = _encode_numeric(values, spec, source,
+                                                                           first_row)
                 numeric.append(scaled)
                 if spec["has_missing"]:
                     indicators.append(was_missing)
@@ -203,14 +208,16 @@ def _missing_columns_message(absent: list[str], source: str) -> str:
 
 
 def _fit_numeric(values: pa.ChunkedArray, name: str, missing: np.ndarray) -> dict:
-    numbers = parse_numeric(values, name, "the training data")[~missing]
+    numbers = _bounded(parse_numeric(values, name, "the training data")[~missing])
     median = float(np.median(numbers))
     q25, q75 = np.percentile(numbers, [25, 75])
     spread = float(q75 - q25) / 1.349  # IQR of a unit normal is 1.349
-    if not spread > 0:
-        spread = float(np.std(numbers))
-    if not spread > 0:
-        spread = max(abs(median), 1.0)  # constant column: any change is a big change
+    with np.errstate(over="ignore", invalid="ignore"):
+        if not 0 < spread < np.inf:
+            spread = float(np.std(numbers))
+    if not 0 < spread < np.inf:
+        # A constant column: a change of 0.1% of its value is already a big change.
+        spread = max(abs(median), 1.0) * 1e-3
     compressed = _compress(numbers, median, spread)
     std = float(compressed.std())
     return {"name": name, "kind": NUMERIC, "median": median, "spread": spread,
@@ -220,15 +227,21 @@ def _fit_numeric(values: pa.ChunkedArray, name: str, missing: np.ndarray) -> dic
             "missing_rate": float(missing.mean())}
 
 
+def _bounded(numbers: np.ndarray) -> np.ndarray:
+    """Clip to +-1e300 so medians, spreads and differences cannot overflow to inf."""
+    return np.clip(numbers, -_MAX_ABS_VALUE, _MAX_ABS_VALUE)
+
+
 def _compress(numbers: np.ndarray, median: float, spread: float) -> np.ndarray:
-    standardised = np.clip((numbers - median) / spread, -_MAX_ABS_STANDARDISED,
-                           _MAX_ABS_STANDARDISED)
+    with np.errstate(over="ignore"):
+        standardised = np.clip((numbers - median) / spread, -_MAX_ABS_STANDARDISED,
+                               _MAX_ABS_STANDARDISED)
     return np.arcsinh(standardised)
 
 
-def _encode_numeric(values: pa.ChunkedArray, spec: dict,
-                    source: str) -> tuple[np.ndarray, np.ndarray, dict]:
-    numbers = parse_numeric(values, spec["name"], source)
+def _encode_numeric(values: pa.ChunkedArray, spec: dict, source: str,
+                    first_row: int = 0) -> tuple[np.ndarray, np.ndarray, dict]:
+    numbers = _bounded(parse_numeric(values, spec["name"], source, first_row))
     was_missing = np.isnan(numbers)
     with np.errstate(invalid="ignore"):
         counts = {"missing": int(was_missing.sum()),

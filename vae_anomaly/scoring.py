@@ -30,6 +30,7 @@ _ROWS_PER_PASS = 4096  # bounds memory at K x rows x width activations
 
 _MASK32 = 0xFFFFFFFF
 _TABLE_SIZE = 1 << 16
+MAX_SAMPLES = _TABLE_SIZE  # distinct draws per row from the noise table
 # Distinct odd constants that give each stream its own 32-bit key.
 _STREAM_KEYS = (0x9E3779B9, 0x85EBCA6B, 0xC2B2AE35, 0x27D4EB2F)
 
