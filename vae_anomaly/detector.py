@@ -123,8 +123,12 @@ class VAEAnomalyDetector:
                                          self.seed, device)
         self.model_.cpu()
         self.calibration_scores_ = {kind: np.sort(val_scores.score(kind)) for kind in SCORE_KINDS}
-        # Each column's typical -log p on normal rows: explanations report the excess.
-        self.column_baseline_ = np.median(val_scores.column_nll, axis=0)
+        # Each column's typical -log p on normal rows and its spread there: explanations
+        # report the excess in units of that spread, so a column whose -log p is
+        # naturally noisy does not crowd out the one that is really off.
+        low, self.column_baseline_, high = np.percentile(val_scores.column_nll, [25, 50, 75],
+                                                          axis=0)
+        self.column_scale_ = np.maximum(high - low, 1e-3)
         self.summary_ = FitSummary(
             rows=frame.num_rows, train_rows=len(train_index), validation_rows=len(val_index),
             epochs_run=len(result.history), best_epoch=result.best_epoch,
@@ -219,7 +223,8 @@ class VAEAnomalyDetector:
         }
         if explain:
             columns[EXPLANATION_COLUMN] = explain_rows(
-                parts.column_nll, self.column_baseline_, self.preprocessor_.feature_names, explain)
+                parts.column_nll, self.column_baseline_, self.column_scale_,
+                self.preprocessor_.feature_names, explain)
         return columns
 
     def threshold_for(self, kind: str) -> float:
@@ -260,6 +265,7 @@ class VAEAnomalyDetector:
         for kind in SCORE_KINDS:
             tensors[f"calibration_scores.{kind}"] = torch.from_numpy(self.calibration_scores_[kind])
         tensors["column_baseline"] = torch.from_numpy(np.asarray(self.column_baseline_))
+        tensors["column_scale"] = torch.from_numpy(np.asarray(self.column_scale_))
         write_model(path, self.metadata(), tensors)
 
     def metadata(self) -> dict:
@@ -305,6 +311,7 @@ def _rebuild(metadata: dict, tensors: dict[str, torch.Tensor]) -> VAEAnomalyDete
     detector.calibration_scores_ = {
         kind: tensors[f"calibration_scores.{kind}"].double().numpy() for kind in SCORE_KINDS}
     detector.column_baseline_ = tensors["column_baseline"].double().numpy()
+    detector.column_scale_ = tensors["column_scale"].double().numpy()
     detector.summary_ = FitSummary(**metadata["training"])
     detector.metadata_ = metadata
     return detector
@@ -336,11 +343,12 @@ def conformal_p_values(calibration_scores: np.ndarray, scores: np.ndarray) -> np
     return (1.0 + at_least) / (n + 1.0)
 
 
-def explain_rows(column_nll: np.ndarray, baseline: np.ndarray, names: list[str],
-                 top: int) -> np.ndarray:
+def explain_rows(column_nll: np.ndarray, baseline: np.ndarray, scale: np.ndarray,
+                 names: list[str], top: int) -> np.ndarray:
     """The ``top`` columns whose -log p most exceeds its typical (median) value on
-    normal rows, with their share of the row's total excess: 'amount:0.62;country:0.21'."""
-    excess = np.clip(column_nll - baseline, 0.0, None)
+    normal rows, in units of its interquartile spread there, with their share of
+    the row's total excess: 'amount:0.62;country:0.21'."""
+    excess = np.clip((column_nll - baseline) / scale, 0.0, None)
     totals = excess.sum(axis=1, keepdims=True)
     shares = np.divide(excess, totals, out=np.zeros_like(excess), where=totals > 0)
     order = np.argsort(-shares, axis=1, kind="stable")[:, :top]
