@@ -47,7 +47,9 @@ def test_explanations_have_shares_that_sum_to_at_most_one(sample_model):
         parts = [p.split(":") for p in text.split(";") if p]
         assert len(parts) <= 3
         shares = [float(share) for _, share in parts]
-        assert shares == sorted(shares, reverse=True) and sum(shares) <= 1.0 + 1e-9
+        # Shares are printed to 2 decimals: each may round up by at most 0.005.
+        assert shares == sorted(shares, reverse=True)
+        assert sum(shares) <= 1.0 + 0.005 * len(shares) + 1e-9
 
 
 @pytest.fixture(scope="module")
