@@ -73,6 +73,10 @@ class Device(str, Enum):
 ModelOption = Annotated[Path, typer.Option("--model", "-m", metavar="PATH",
                                            help="Model file path.")]
 QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="Print only errors.")]
+DrawSeedOption = Annotated[Optional[int], typer.Option(
+    "--seed", help="Seed for the Monte Carlo draws. Default: the model's training seed.")]
+SamplesOption = Annotated[Optional[int], typer.Option(
+    "--samples", help="Monte Carlo draws K per row. Default: the model's (16).")]
 DeviceOption = Annotated[Device, typer.Option(
     help="Where to run: auto uses a CUDA GPU when present.")]
 
@@ -184,10 +188,8 @@ def score(
              "Default: DATA's name with .scored.csv.")] = None,
     output_dir: Annotated[Optional[Path], typer.Option(
         metavar="DIR", help="Write one output per input, with the input's name, in DIR.")] = None,
-    seed: Annotated[Optional[int], typer.Option(
-        help="Seed for the Monte Carlo draws. Default: the model's training seed.")] = None,
-    samples: Annotated[Optional[int], typer.Option(
-        help="Monte Carlo draws K per row. Default: the model's (16).")] = None,
+    seed: DrawSeedOption = None,
+    samples: SamplesOption = None,
     threshold: Annotated[Optional[float], typer.Option(
         help="Flag rows whose anomaly_score is above this. Default: the model's.")] = None,
     score_kind: Annotated[Optional[ScoreKind], typer.Option(
@@ -255,10 +257,8 @@ def evaluate(
     label_column: Annotated[str, typer.Option(
         metavar="COL", help="Column holding the truth: 1 (or true) = anomaly, 0 = normal.")],
     model: ModelOption = Path("model.vae"),
-    seed: Annotated[Optional[int], typer.Option(
-        help="Seed for the Monte Carlo draws. Default: the model's training seed.")] = None,
-    samples: Annotated[Optional[int], typer.Option(
-        help="Monte Carlo draws K per row. Default: the model's (16).")] = None,
+    seed: DrawSeedOption = None,
+    samples: SamplesOption = None,
     threshold: Annotated[Optional[float], typer.Option(
         help="Threshold to evaluate at. Default: the model's.")] = None,
     score_kind: Annotated[Optional[ScoreKind], typer.Option(
