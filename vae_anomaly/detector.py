@@ -24,7 +24,7 @@ import pyarrow as pa
 import torch
 
 from . import __version__
-from .artifact import read_model, write_model
+from .artifact import model_from_bytes, read_model, write_model
 from .data import to_arrow
 from .errors import InputError, ModelFileError
 from .health import HealthMonitor
@@ -293,10 +293,20 @@ class VAEAnomalyDetector:
 def load(path) -> VAEAnomalyDetector:
     """Load a model file written by ``save`` / ``vae-anomaly fit``. Never executes code."""
     metadata, tensors = read_model(path)
+    return _rebuild_checked(metadata, tensors, getattr(path, "name", path))
+
+
+def loads(payload: bytes, name: str = "the model") -> VAEAnomalyDetector:
+    """Load a model from model-file bytes (e.g. sent to a Dask worker); same checks as load."""
+    metadata, tensors = model_from_bytes(payload, name=name)
+    return _rebuild_checked(metadata, tensors, name)
+
+
+def _rebuild_checked(metadata: dict, tensors: dict[str, torch.Tensor], name) -> VAEAnomalyDetector:
     try:
         return _rebuild(metadata, tensors)
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
-        raise ModelFileError(f"{getattr(path, 'name', path)} has inconsistent contents "
+        raise ModelFileError(f"{name} has inconsistent contents "
                              f"({type(exc).__name__}); fit the model again") from None
 
 
