@@ -27,6 +27,7 @@ from . import __version__
 from .artifact import model_from_bytes, read_model, write_model
 from .data import to_arrow
 from .errors import InputError, ModelFileError
+from .explanation import column_contributions, top_columns
 from .health import HealthMonitor
 from .model import TabularVAE, VAEConfig
 from .preprocessing import EncodedBatch, Preprocessor
@@ -123,12 +124,6 @@ class VAEAnomalyDetector:
                                          self.seed, device)
         self.model_.cpu()
         self.calibration_scores_ = {kind: np.sort(val_scores.score(kind)) for kind in SCORE_KINDS}
-        # Each column's typical -log p on normal rows and its spread there: explanations
-        # report the excess in units of that spread, so a column whose -log p is
-        # naturally noisy does not crowd out the one that is really off.
-        low, self.column_baseline_, high = np.percentile(val_scores.column_nll, [25, 50, 75],
-                                                          axis=0)
-        self.column_scale_ = np.maximum(high - low, 1e-3)
         self.summary_ = FitSummary(
             rows=frame.num_rows, train_rows=len(train_index), validation_rows=len(val_index),
             epochs_run=len(result.history), best_epoch=result.best_epoch,
@@ -209,8 +204,8 @@ class VAEAnomalyDetector:
         rows = np.arange(first_row, first_row + len(encoded))
         target = resolve_device(device)
         self.model_.to(target)
-        parts = self._score_encoded(encoded, rows, samples, self.seed if seed is None else seed,
-                                    target)
+        seed = self.seed if seed is None else seed
+        parts = self._score_encoded(encoded, rows, samples, seed, target)
         score = parts.score(kind)
         cut = self.threshold_for(kind) if threshold is None else threshold
         columns = {
@@ -222,10 +217,21 @@ class VAEAnomalyDetector:
             "score_std_error": parts.score_std_error(kind),
         }
         if explain:
-            columns[EXPLANATION_COLUMN] = explain_rows(
-                parts.column_nll, self.column_baseline_, self.column_scale_,
-                self.preprocessor_.feature_names, explain)
+            columns[EXPLANATION_COLUMN] = self._explain(encoded, rows, samples, seed, target,
+                                                        explain)
         return columns
+
+    def _explain(self, encoded: EncodedBatch, rows: np.ndarray, samples: int,
+                 seed: int, device, top: int) -> np.ndarray:
+        """top_columns for each row: see explanation.py (leave-one-column-out)."""
+
+        def reconstruction(batch: EncodedBatch) -> np.ndarray:
+            return self._score_encoded(batch, rows, samples, seed, device).reconstruction
+
+        contributions = column_contributions(reconstruction, encoded,
+                                             self.preprocessor_.typical_encoding(),
+                                             self.preprocessor_.term_columns)
+        return top_columns(contributions, self.preprocessor_.feature_names, top)
 
     def threshold_for(self, kind: str) -> float:
         """The threshold for score ``kind``: the (1 - fpr) quantile of its calibration scores."""
@@ -242,8 +248,8 @@ class VAEAnomalyDetector:
 
     def _score_encoded(self, encoded: EncodedBatch, row_ids: np.ndarray, samples: int, seed: int,
                        device) -> ScoreParts:
-        return score_rows(self.model_, encoded, row_ids, self.preprocessor_.term_columns,
-                          samples=samples, seed=seed, device=device)
+        return score_rows(self.model_, encoded, row_ids, samples=samples, seed=seed,
+                          device=device)
 
     def score_samples(self, frame: pd.DataFrame) -> np.ndarray:
         """scikit-learn convention: the opposite of the anomaly score (lower = more abnormal)."""
@@ -264,8 +270,6 @@ class VAEAnomalyDetector:
         tensors = {f"model.{k}": v for k, v in self.model_.state_dict().items()}
         for kind in SCORE_KINDS:
             tensors[f"calibration_scores.{kind}"] = torch.from_numpy(self.calibration_scores_[kind])
-        tensors["column_baseline"] = torch.from_numpy(np.asarray(self.column_baseline_))
-        tensors["column_scale"] = torch.from_numpy(np.asarray(self.column_scale_))
         write_model(path, self.metadata(), tensors)
 
     def metadata(self) -> dict:
@@ -320,8 +324,6 @@ def _rebuild(metadata: dict, tensors: dict[str, torch.Tensor]) -> VAEAnomalyDete
     detector.model_.eval()
     detector.calibration_scores_ = {
         kind: tensors[f"calibration_scores.{kind}"].double().numpy() for kind in SCORE_KINDS}
-    detector.column_baseline_ = tensors["column_baseline"].double().numpy()
-    detector.column_scale_ = tensors["column_scale"].double().numpy()
     detector.summary_ = FitSummary(**metadata["training"])
     detector.metadata_ = metadata
     return detector
@@ -351,20 +353,6 @@ def conformal_p_values(calibration_scores: np.ndarray, scores: np.ndarray) -> np
     n = len(calibration_scores)
     at_least = n - np.searchsorted(calibration_scores, scores, side="left")
     return (1.0 + at_least) / (n + 1.0)
-
-
-def explain_rows(column_nll: np.ndarray, baseline: np.ndarray, scale: np.ndarray,
-                 names: list[str], top: int) -> np.ndarray:
-    """The ``top`` columns whose -log p most exceeds its typical (median) value on
-    normal rows, in units of its interquartile spread there, with their share of
-    the row's total excess: 'amount:0.62;country:0.21'."""
-    excess = np.clip((column_nll - baseline) / scale, 0.0, None)
-    totals = excess.sum(axis=1, keepdims=True)
-    shares = np.divide(excess, totals, out=np.zeros_like(excess), where=totals > 0)
-    order = np.argsort(-shares, axis=1, kind="stable")[:, :top]
-    return np.array([
-        ";".join(f"{names[j]}:{shares[i, j]:.2f}" for j in row if shares[i, j] > 0)
-        for i, row in enumerate(order)], dtype=object)
 
 
 def _subset(encoded: EncodedBatch, index) -> EncodedBatch:

@@ -181,6 +181,19 @@ class Preprocessor:
             counts=counts,
         )
 
+    def typical_encoding(self) -> EncodedBatch:
+        """One encoded row holding each column's typical value: the training median
+        (not missing) for numbers, the most common level for categories."""
+        numeric = [c for c in self.columns if c["kind"] == NUMERIC]
+        # The median compresses to asinh(0) = 0 before standardising.
+        scaled = [(0.0 - c["mean"]) / c["std"] for c in numeric]
+        categories = [len(RESERVED_LEVELS) if c["levels"] else OTHER_CODE
+                      for c in self.columns if c["kind"] == CATEGORICAL]
+        return EncodedBatch(
+            numeric=np.array([scaled], dtype=np.float32).reshape(1, len(scaled)),
+            indicators=np.zeros((1, sum(c["has_missing"] for c in numeric)), dtype=np.float32),
+            categories=np.array([categories], dtype=np.int64).reshape(1, len(categories)))
+
     # ----- persistence -------------------------------------------------------------
     def to_state(self) -> dict:
         return {"max_levels": self.max_levels, "max_rare_levels": self.max_rare_levels,

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from .model import TabularVAE, gaussian_kl, reconstruction_nll, reparameterize
-from .preprocessing import EncodedBatch, TermColumns
+from .preprocessing import EncodedBatch
 
 DEFAULT_SAMPLES = 16
 _ROWS_PER_PASS = 4096  # bounds memory at K x rows x width activations
@@ -45,11 +45,10 @@ class ScoreParts:
     std_error: np.ndarray  # Monte Carlo standard error of elbo (NaN when K = 1)
     iwae: np.ndarray  # importance-weighted estimate of -log p(x) from the same draws
     iwae_std_error: np.ndarray  # its delta-method standard error (NaN when K = 1)
-    column_nll: np.ndarray  # (n, n_columns): mean over draws of each column's -log p
 
     @classmethod
-    def empty(cls, n_columns: int = 0) -> ScoreParts:
-        return cls(*(np.zeros(0) for _ in range(6)), np.zeros((0, n_columns)))
+    def empty(cls) -> ScoreParts:
+        return cls(*(np.zeros(0) for _ in range(6)))
 
     def score(self, kind: str) -> np.ndarray:
         """The anomaly score of ``kind``: 'elbo' or 'iwae'."""
@@ -104,14 +103,14 @@ def row_normals(seed: int, rows, samples: int, dim: int,
 
 @torch.inference_mode()
 def score_rows(model: TabularVAE, batch: EncodedBatch, row_ids: np.ndarray,
-               columns: TermColumns, *, samples: int = DEFAULT_SAMPLES, seed: int = 0,
+               *, samples: int = DEFAULT_SAMPLES, seed: int = 0,
                device: str | torch.device = "cpu") -> ScoreParts:
     """Score every row of ``batch``; row i uses the draws of row id ``row_ids[i]``."""
     if len(batch) == 0:
-        return ScoreParts.empty(columns.n_columns)
+        return ScoreParts.empty()
     model.eval()
     parts = [
-        _score_pass(model, batch, row_ids, columns, start,
+        _score_pass(model, batch, row_ids, start,
                     min(start + _ROWS_PER_PASS, len(batch)), samples, seed, device)
         for start in range(0, len(batch), _ROWS_PER_PASS)
     ]
@@ -119,7 +118,7 @@ def score_rows(model: TabularVAE, batch: EncodedBatch, row_ids: np.ndarray,
 
 
 def _score_pass(model: TabularVAE, batch: EncodedBatch, row_ids: np.ndarray,
-                columns: TermColumns, start: int, stop: int, samples: int, seed: int,
+                start: int, stop: int, samples: int, seed: int,
                 device) -> tuple[np.ndarray, ...]:
     def tensor(array):
         return torch.from_numpy(array[start:stop]).to(device)
@@ -139,9 +138,8 @@ def _score_pass(model: TabularVAE, batch: EncodedBatch, row_ids: np.ndarray,
     log_weights = -reconstruction + log_prior_ratio
     iwae = -(torch.logsumexp(log_weights, 0) - math.log(samples))
     std_error, iwae_std_error = _standard_errors(reconstruction, log_weights, samples)
-    column_nll = _column_nll(terms, columns, len(mean), device)
     return tuple(t.cpu().numpy() for t in (mean + kl, mean, kl, std_error, iwae,
-                                           iwae_std_error, column_nll))
+                                           iwae_std_error))
 
 
 def _standard_errors(reconstruction: torch.Tensor, log_weights: torch.Tensor,
@@ -154,16 +152,3 @@ def _standard_errors(reconstruction: torch.Tensor, log_weights: torch.Tensor,
     weights = torch.exp(log_weights - log_weights.max(0).values)
     iwae_se = weights.std(0) / (weights.mean(0) * samples**0.5)
     return elbo_se, iwae_se
-
-
-def _column_nll(terms, columns: TermColumns, n: int, device) -> torch.Tensor:
-    """Each data column's -log p, averaged over draws: numeric terms plus their
-    missing indicators, and categorical terms, summed per column."""
-    out = torch.zeros(n, columns.n_columns, dtype=torch.float64, device=device)
-    for values, index in ((terms.numeric, columns.numeric),
-                          (terms.indicators, columns.indicators),
-                          (terms.categories, columns.categories)):
-        if index:
-            target = torch.tensor(index, dtype=torch.long, device=device)
-            out.index_add_(1, target, values.mean(0).double())
-    return out
