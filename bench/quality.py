@@ -47,6 +47,8 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 PRODUCT = "vae-anomaly"
+# The same fitted model scored with `--score iwae`, to pick the default score kind.
+PRODUCT_IWAE = "vae-anomaly (iwae)"
 PEERS = ("iforest", "knn", "pyod-vae", "ecod")
 METHODS = (PRODUCT, *PEERS)
 TRAIN_CAP = TEST_NORMAL_CAP = 40_000
@@ -127,13 +129,19 @@ def run_product(data: Split, seed: int, workdir: Path) -> dict:
     fitted = time.perf_counter()
     score_file(test_csv, model, output=scored_csv, seed=seed)
     scored_at = time.perf_counter()
+    out = _scored_outcome(scored_csv, data.y_test)
+    out.update(fit_s=fitted - started, score_s=scored_at - fitted)
+    score_file(test_csv, model, output=scored_csv, seed=seed, kind="iwae")
+    out["iwae"] = _scored_outcome(scored_csv, data.y_test)
+    return out
+
+
+def _scored_outcome(scored_csv: Path, y: np.ndarray) -> dict:
     scored = pd.read_csv(scored_csv)
-    if not np.array_equal(scored["label"].to_numpy().astype(int), data.y_test):
+    if not np.array_equal(scored["label"].to_numpy().astype(int), y):
         raise RuntimeError("the scored file's label column does not match the test rows")
     flags = scored["is_anomaly"].to_numpy().astype(int)
-    y = data.y_test
     return dict(scores=scored["anomaly_score"].to_numpy(dtype=float),
-                fit_s=fitted - started, score_s=scored_at - fitted,
                 fpr=float(flags[y == 0].mean()) if (y == 0).any() else None,
                 recall=float(flags[y == 1].mean()) if (y == 1).any() else None)
 
@@ -205,23 +213,31 @@ def time_limit(seconds: int):
 
 
 def evaluate(method: str, name: str, data: Split, seed: int, workdir: Path,
-             timeout: int) -> Result:
+             timeout: int) -> list[Result]:
+    """The method's result; for the product also its IWAE-scored result (same model)."""
     y = data.y_test
-    result = Result(name, seed, method, n_train=len(data.train),
-                    n_test_normal=int((y == 0).sum()), n_test_anomaly=int((y == 1).sum()))
+
+    def result_of(label: str, out: dict | None = None, error: str | None = None) -> Result:
+        result = Result(name, seed, label, n_train=len(data.train), error=error,
+                        n_test_normal=int((y == 0).sum()), n_test_anomaly=int((y == 1).sum()))
+        for key, value in (out or {}).items():
+            setattr(result, key, value)
+        return result
+
     try:
         with time_limit(timeout):
             out = (run_product(data, seed, workdir) if method == PRODUCT
                    else run_peer(method, data, seed))
-        out.update(metrics(y, out.pop("scores")))
     except (Exception, MethodTimeout) as exc:  # recorded as missing; the run goes on
-        result.error = f"{type(exc).__name__}: {exc}".strip().splitlines()[0][:300]
         if not isinstance(exc, MethodTimeout):
             traceback.print_exc(limit=3, file=sys.stderr)
-        return result
-    for key, value in out.items():
-        setattr(result, key, value)
-    return result
+        return [result_of(method, error=f"{type(exc).__name__}: {exc}".strip()
+                          .splitlines()[0][:300])]
+    extra = out.pop("iwae", None)
+    results = [result_of(method, {**out, **metrics(y, out.pop("scores"))})]
+    if extra is not None:
+        results.append(result_of(PRODUCT_IWAE, {**extra, **metrics(y, extra.pop("scores"))}))
+    return results
 
 
 # ----- running -----------------------------------------------------------------------
@@ -254,8 +270,9 @@ def progress(done: int, total: int, r: Result) -> None:
     if r.error:
         status = f"FAILED {r.error}"
     else:
-        status = f"roc_auc={r.roc_auc:.4f} ap={r.ap:.4f} fit={r.fit_s:.1f}s score={r.score_s:.1f}s"
-        if r.method == PRODUCT:
+        status = (f"roc_auc={r.roc_auc:.4f} ap={r.ap:.4f} fit={fmt(r.fit_s, 1)}s "
+                  f"score={fmt(r.score_s, 1)}s")
+        if r.method in (PRODUCT, PRODUCT_IWAE):
             status += f" fpr={r.fpr:.4f} recall={r.recall:.4f}"
     print(f"[{done}/{total}] {r.dataset} seed={r.seed} {r.method}: {status}",
           file=sys.stderr, flush=True)
@@ -277,10 +294,13 @@ def run(args: argparse.Namespace) -> list[Result]:
             data = split(raw, typed, seed)
             with tempfile.TemporaryDirectory(prefix=f"quality-{name}-") as workdir:
                 for method in todo:
-                    result = evaluate(method, name, data, seed, Path(workdir), args.timeout)
-                    results.append(result)
+                    for result in evaluate(method, name, data, seed, Path(workdir),
+                                           args.timeout):
+                        results = [r for r in results
+                                   if (r.dataset, r.seed, r.method) != (name, seed, result.method)]
+                        results.append(result)
+                        progress(count + 1, total, result)
                     count += 1
-                    progress(count, total, result)
                     save_results(args.results_json, results)
     return results
 
@@ -355,7 +375,7 @@ def reach_check(datasets: list[str], methods: list[str], results: list[Result]) 
     auc = per_dataset(results, "roc_auc")
     lines = []
     # (1) product mean ROC-AUC vs best peer mean + margin, on datasets both have.
-    peers = [m for m in methods if m != PRODUCT]
+    peers = [m for m in methods if m not in (PRODUCT, PRODUCT_IWAE)]
     best = None
     for peer in peers:
         common = [d for d in datasets if (d, PRODUCT) in auc and (d, peer) in auc]
@@ -396,12 +416,29 @@ def reach_check(datasets: list[str], methods: list[str], results: list[Result]) 
     lines.append(f"3. Calibration (target FPR 1%): of {len(eligible)} datasets with "
                  f"≥ {FPR_MIN_NORMALS} test normals, **{len(outside)}** have a mean test FPR "
                  f"outside {band}: {listed}.")
+    lines += score_kind_comparison(datasets, results)
     return lines
+
+
+def score_kind_comparison(datasets: list[str], results: list[Result]) -> list[str]:
+    """ELBO (the default) against IWAE, from the same fitted models and draws."""
+    auc, ap = per_dataset(results, "roc_auc"), per_dataset(results, "ap")
+    common = [d for d in datasets if (d, PRODUCT) in auc and (d, PRODUCT_IWAE) in auc]
+    if not common:
+        return []
+    mean = lambda table, m: float(np.mean([table[(d, m)][0] for d in common]))  # noqa: E731
+    better = sum(auc[(d, PRODUCT_IWAE)][0] > auc[(d, PRODUCT)][0] for d in common)
+    return [f"4. Score kind, same models: mean ROC-AUC ELBO {mean(auc, PRODUCT):.3f} vs IWAE "
+            f"{mean(auc, PRODUCT_IWAE):.3f}; mean AP {mean(ap, PRODUCT):.3f} vs "
+            f"{mean(ap, PRODUCT_IWAE):.3f}; IWAE has the higher ROC-AUC on {better} of "
+            f"{len(common)} datasets."]
 
 
 def render_markdown(results: list[Result], methods: list[str], seeds: list[int],
                     command: str, reused: bool = False) -> str:
     datasets = sorted({r.dataset for r in results})
+    if PRODUCT in methods and any(r.method == PRODUCT_IWAE for r in results):
+        methods = [PRODUCT, PRODUCT_IWAE, *[m for m in methods if m != PRODUCT]]
     n_seeds = len({r.seed for r in results}) or len(seeds)
     lines = [SECTION, "",
              f"Command: `{command}`" + (

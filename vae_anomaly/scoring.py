@@ -26,7 +26,7 @@ from .model import TabularVAE, gaussian_kl, reconstruction_nll, reparameterize
 from .preprocessing import EncodedBatch
 
 DEFAULT_SAMPLES = 16
-_ROWS_PER_PASS = 4096  # bounds memory at K x rows x width activations
+_ROWS_PER_PASS = 1024  # K x rows x width activations: small enough to stay in cache
 
 _MASK32 = 0xFFFFFFFF
 _TABLE_SIZE = 1 << 16

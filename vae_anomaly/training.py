@@ -19,9 +19,14 @@ from .errors import TrainingError
 from .model import TabularVAE, negative_elbo
 
 # Enough optimiser steps for the small networks used here to converge; early
-# stopping ends most runs well before the bound.
+# stopping ends most runs well before the bound. On large files the row budget
+# binds first: 10M rows seen (50 passes over 200,000 rows) keep a default fit of
+# 200,000 rows within about a minute on 2 CPU cores without losing validation loss
+# (docs/benchmarks.md, "Speed").
 _STEP_BUDGET = 20_000
+_ROW_BUDGET = 10_000_000
 _MIN_EPOCHS, _MAX_EPOCHS = 20, 300
+_MIN_BATCH, _MAX_BATCH = 64, 2048
 _EVAL_ROWS = 16_384  # validation rows per forward pass, to bound memory
 
 
@@ -40,13 +45,15 @@ class TrainingConfig:
     def resolved_batch_size(self, n_rows: int) -> int:
         if self.batch_size is not None:
             return self.batch_size
-        return int(min(1024, max(64, 2 ** round(math.log2(max(n_rows, 1) / 64)))))
+        # About 64 steps per epoch: larger batches keep the cores busy on big files.
+        return int(min(_MAX_BATCH, max(_MIN_BATCH, 2 ** round(math.log2(max(n_rows, 1) / 64)))))
 
     def resolved_epochs(self, n_rows: int) -> int:
         if self.epochs is not None:
             return self.epochs
         steps_per_epoch = math.ceil(n_rows / self.resolved_batch_size(n_rows))
-        return int(min(_MAX_EPOCHS, max(_MIN_EPOCHS, _STEP_BUDGET // steps_per_epoch)))
+        budget = min(_STEP_BUDGET // steps_per_epoch, _ROW_BUDGET // max(n_rows, 1))
+        return int(min(_MAX_EPOCHS, max(_MIN_EPOCHS, budget)))
 
     def resolved_warmup(self, epochs: int) -> int:
         if self.warmup_epochs is not None:
