@@ -86,3 +86,18 @@ def test_decoder_log_variance_stays_within_its_bounds(variance):
     assert out.numeric_logvar.min() >= config.min_decoder_logvar
     assert out.numeric_logvar.max() <= config.max_decoder_logvar
     assert out.category_logits.shape == (7, 100, 9)
+
+
+@pytest.mark.parametrize("rows, batch, epochs", [
+    (300, 64, 300),          # small data: the epoch cap binds
+    (10_000, 128, 253),      # 79 steps an epoch: the 20,000-step budget binds
+    (180_000, 2048, 55),     # a 200,000-row file: the 10M-rows-seen budget binds
+    (5_000_000, 2048, 20),   # never fewer than 20 epochs
+])
+def test_training_length_scales_with_the_data(rows, batch, epochs):
+    from vae_anomaly.training import TrainingConfig
+
+    config = TrainingConfig()
+    assert config.resolved_batch_size(rows) == batch
+    assert config.resolved_epochs(rows) == epochs
+    assert TrainingConfig(epochs=7, batch_size=32).resolved_epochs(rows) == 7
