@@ -193,14 +193,22 @@ def write_summary(path, results: list[ScoreResult], model_path, model_sha256: st
 
 def score_files(pattern: str | Path, model_path, *, output: str | Path | None = None,
                 output_dir: str | Path | None = None, summary: str | Path | None = None,
+                engine: str = "local", scheduler: str | None = None,
                 **options) -> list[ScoreResult]:
     """Score one file, or every file a glob such as 'incoming/*.csv' matches.
 
     With ``output_dir`` each input gets an output of the same name there;
     without it the pattern must name one file, written to ``output``.
     ``summary`` is a path for the JSON run summary (see ``write_summary``).
+    ``engine`` "dask" scores each file as a task on a Dask cluster, at the
+    ``scheduler`` address or on a LocalCluster when None (see distributed.py);
+    the outputs are identical to the local engine's.
     """
+    # Imported here: distributed.py builds on this module's score_file.
+    from .distributed import check_engine_options, score_partitions
+
     started = time.perf_counter()
+    check_engine_options(engine, scheduler=scheduler, output=output, output_dir=output_dir)
     if summary is not None:
         summary = Path(summary)
         for path in expand_inputs(pattern):
@@ -210,7 +218,11 @@ def score_files(pattern: str | Path, model_path, *, output: str | Path | None = 
             _refuse_same_file(Path(output), summary, "--summary", "--output")
         check_writable_destination(summary)
     model_sha256 = file_sha256(model_path)  # the model actually used, before any refit
-    results = _score_each(pattern, model_path, output, output_dir, options)
+    if engine == "dask":
+        results = score_partitions(expand_inputs(pattern), model_path, output_dir,
+                                   scheduler=scheduler, **options)
+    else:
+        results = _score_each(pattern, model_path, output, output_dir, options)
     if summary is not None:
         write_summary(summary, results, model_path, model_sha256, started)
     return results

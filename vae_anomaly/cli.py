@@ -64,6 +64,11 @@ class ScoreKind(str, Enum):
     iwae = "iwae"
 
 
+class Engine(str, Enum):
+    local = "local"
+    dask = "dask"
+
+
 class Device(str, Enum):
     auto = "auto"
     cpu = "cpu"
@@ -209,6 +214,16 @@ def score(
     summary: Annotated[Optional[Path], typer.Option(
         metavar="PATH", help="Write a JSON run summary: rows, flagged, threshold, model hash, "
                              "duration and health findings.")] = None,
+    engine: Annotated[Engine, typer.Option(
+        help="local: score the files one after another in this process. dask: score each "
+             "file as a task on a Dask cluster (needs --output-dir and "
+             "pip install 'vae-anomaly[dask]'); each row gets the same Monte Carlo draws "
+             "wherever it is scored (docs/scale.md).")] = Engine.local,
+    scheduler: Annotated[Optional[str], typer.Option(
+        metavar="ADDRESS", help="With --engine dask: a running Dask scheduler, e.g. "
+                                "tcp://host:8786; every worker must see DATA and DIR at the "
+                                "same paths. Default: a local cluster sized to this "
+                                "machine.")] = None,
     quiet: QuietOption = False,
 ) -> None:
     """Score every record in DATA and flag anomalies.
@@ -220,9 +235,12 @@ def score(
     keeps any earlier output.
 
     Example: vae-anomaly score new.csv --model model.vae -o scored.csv --fail-on-anomaly
+
+    Partitioned data on a Dask cluster: vae-anomaly score 'data/part-*.parquet' --engine dask
+    --scheduler tcp://host:8786 --output-dir scored/
     """
     results = _run(lambda: score_files(data, model, output=output, output_dir=output_dir,
-                                       summary=summary,
+                                       summary=summary, engine=engine.value, scheduler=scheduler,
                                        seed=seed, samples=samples, threshold=threshold,
                                        device=device.value, chunk_size=chunk_size,
                                        kind=score_kind.value if score_kind else None,
