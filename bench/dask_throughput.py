@@ -1,7 +1,7 @@
 """Dask engine throughput: rows/s of `vae-anomaly score --engine dask` with 1 and 2
 workers, against the local engine, on one machine.
 
-Run (about 3 minutes on 2 CPU cores):
+Run (about 3 minutes on 2 idle CPU cores):
 
     python bench/dask_throughput.py none --partitions 8 --rows 25000 --out docs/scale.md
     python bench/dask_throughput.py DATA_DIR --model model.vae
@@ -15,7 +15,8 @@ and 4 text columns, ~0.5% odd rows) and fits a quick model (--fit-rows rows,
 Every configuration runs the CLI as a separate process on the same files, and its
 wall time is measured around that process:
 
-- local: `--engine local` (one process; torch uses its default thread count);
+- local: `--engine local` (one process; torch uses its default thread count),
+  and again with OMP_NUM_THREADS=1 (one torch thread, as in each Dask worker);
 - dask, N workers: a LocalCluster of N worker processes with one thread each,
   started beforehand (its start-up time is reported apart) and passed as
   `--scheduler`;
@@ -104,8 +105,8 @@ def score_command(pattern: str, model: Path, out: Path, extra: list[str]) -> lis
             "--output-dir", str(out), "--quiet", *extra]
 
 
-def timed(command: list[str]) -> float:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+def timed(command: list[str], env_extra: dict[str, str]) -> float:
+    env = {**os.environ, **env_extra, "PYTHONPATH": os.pathsep.join(
         [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])}
     started = time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True, env=env)
@@ -140,12 +141,14 @@ def compare_outputs(folder: Path, reference: Path) -> str:
             f"is_anomaly differs in {flips} rows")
 
 
-def measure(name: str, workers: str, command: list[str], rows: int, out: Path) -> Run:
+def measure(name: str, workers: str, command: list[str], rows: int, out: Path,
+            env_extra: dict[str, str] | None = None) -> Run:
     shutil.rmtree(out, ignore_errors=True)  # outputs of an earlier run would skew the check
     out.mkdir(parents=True)
     load, others = os.getloadavg()[0], busy_others()
-    log(f"{name}: load {load:.2f}, busy: {others}; running {shlex.join(command)}")
-    seconds = timed(command)
+    shown = " ".join([*(f"{k}={v}" for k, v in (env_extra or {}).items()), shlex.join(command)])
+    log(f"{name}: load {load:.2f}, busy: {others}; running {shown}")
+    seconds = timed(command, env_extra or {})
     log(f"{name}: {seconds:.1f}s, {rows / seconds:,.0f} rows/s")
     return Run(name, workers, seconds, rows, load, others)
 
@@ -184,7 +187,7 @@ def render(runs: list[Run], context: dict) -> str:
              "- Each row is one `vae-anomaly score` process (`--quiet`, default `--samples` and "
              "`--chunk-size`); wall time is measured around it and includes Python and torch "
              "start-up, reading, scoring and writing. rows/s = rows / wall s.", "",
-             "| engine | workers | wall s | rows/s | vs local | outputs identical to local | "
+             "| engine | workers | wall s | rows/s | vs local | outputs identical to local's | "
              "1-min load before | other busy processes |",
              "|---|---|---:|---:|---:|---|---:|---|"]
     for run in runs:
@@ -212,8 +215,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--model", type=Path, help="model for DATA_DIR (needed with a folder)")
     parser.add_argument("--partitions", type=int, default=8)
     parser.add_argument("--rows", type=int, default=25_000, help="rows per generated partition")
-    parser.add_argument("--fit-rows", type=int, default=20_000)
-    parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--fit-rows", type=int, default=10_000)
+    parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--workdir", type=Path,
                         default=Path(tempfile.gettempdir()) / "vae_dask_bench")
@@ -253,7 +256,12 @@ def main(argv=None) -> int:
 
     runs = [measure("local", f"1 process, {torch.get_num_threads()} torch threads",
                     score_command(pattern, model, work / "out-local", ["--engine", "local"]),
-                    rows, work / "out-local")]
+                    rows, work / "out-local"),
+            # The local engine on one torch thread, as each Dask worker runs: separates
+            # the effect of torch's threading from that of Dask's processes.
+            measure("local, `OMP_NUM_THREADS=1`", "1 process, 1 torch thread",
+                    score_command(pattern, model, work / "out-local-1", ["--engine", "local"]),
+                    rows, work / "out-local-1", {"OMP_NUM_THREADS": "1"})]
     for workers in args.workers:
         cluster, startup = start_cluster(workers)
         try:
@@ -270,7 +278,8 @@ def main(argv=None) -> int:
     runs.append(measure("dask, own cluster (start-up counted)",
                         f"{_auto_workers()} (sized to the machine)",
                         score_command(pattern, model, out, ["--engine", "dask"]), rows, out))
-    for run, folder in zip(runs[1:], [*(f"out-dask-{w}" for w in args.workers), "out-dask-own"]):
+    folders = ["out-local-1", *(f"out-dask-{w}" for w in args.workers), "out-dask-own"]
+    for run, folder in zip(runs[1:], folders):
         run.same_as_local = compare_outputs(work / folder, work / "out-local")
     notes.append("- The 2 cores are shared: other busy processes at the start of a run (last "
                  "column) make that run slower, so compare rows only at similar load.")
