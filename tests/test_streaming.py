@@ -67,3 +67,31 @@ def test_a_glob_matching_nothing_is_a_clear_error(tiny_model, tmp_path):
                                  "--output-dir", str(tmp_path)])
     assert result.exit_code == 2
     assert "no files match" in result.stderr
+
+
+def test_scores_are_bit_identical_whatever_the_thread_count_or_chunking(tiny_model):
+    """Dask workers run one torch thread, a laptop several: the same row must get
+    the same float, not one that differs in the last bit."""
+    import numpy as np
+    import torch
+
+    from conftest import make_records
+    from vae_anomaly import load
+
+    detector = load(tiny_model)
+    frame = make_records(2500, seed=5)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one_thread = detector.score(frame)
+        torch.set_num_threads(2)
+        two_threads = detector.score(frame)
+        pieces = pd.concat([detector.score(frame.iloc[start:start + 333], first_row=start)
+                            for start in range(0, len(frame), 333)])
+    finally:
+        torch.set_num_threads(before)
+    assert torch.get_num_threads() == before
+    for other in (two_threads, pieces):
+        for column in one_thread:
+            assert np.array_equal(one_thread[column].to_numpy(), other[column].to_numpy(),
+                                  equal_nan=True), column

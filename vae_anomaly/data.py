@@ -52,21 +52,23 @@ def read_table(path: str | os.PathLike) -> pa.Table:
 
 
 def read_batches(path: str | os.PathLike, chunk_rows: int = DEFAULT_CHUNK_ROWS) -> Iterator[pa.Table]:
-    """Yield the file as tables of at most about ``chunk_rows`` rows (at least one table)."""
+    """Yield the file as tables of exactly ``chunk_rows`` rows, the last one shorter
+    (at least one table, perhaps empty). Slices share the reader's buffers."""
     path = Path(path)
     _check_readable_file(path)
     reader = _parquet_batches(path, chunk_rows) if is_parquet(path) else _csv_batches(path)
-    pending, pending_rows, schema = [], 0, None
+    pending, yielded = None, False
     with _arrow_errors(path):
         for batch in reader:
-            schema = batch.schema
-            pending.append(batch)
-            pending_rows += batch.num_rows
-            if pending_rows >= chunk_rows:
-                yield pa.Table.from_batches(pending, schema=schema)
-                pending, pending_rows = [], 0
-    if pending or schema is None:
-        yield pa.Table.from_batches(pending, schema=schema or _header_schema(path))
+            table = pa.Table.from_batches([batch])
+            pending = table if pending is None else pa.concat_tables([pending, table])
+            while pending.num_rows >= chunk_rows:
+                yield pending.slice(0, chunk_rows)
+                pending, yielded = pending.slice(chunk_rows), True
+    if pending is None:
+        yield pa.Table.from_batches([], schema=_header_schema(path))
+    elif pending.num_rows or not yielded:
+        yield pending
 
 
 def _csv_batches(path: Path) -> Iterator[pa.RecordBatch]:

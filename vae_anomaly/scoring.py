@@ -9,14 +9,18 @@ ELBO of the same draws: a tighter bound on -log p(x).
 
 The draws are tied to the row, not to the batch: eps for row r, draw k is a
 pure function of (seed, r, k): a hash of the row picks its draws from a fixed
-table of normal vectors drawn from the seed (see ``row_normals``). Scoring a
-file in one piece, in chunks, or spread over workers gives identical scores.
+table of normal vectors drawn from the seed (see ``row_normals``). The
+arithmetic is fixed too (see ``score_rows``), so scoring a file in one piece, in
+chunks, on any number of threads or spread over workers gives identical scores.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
+import contextlib
 import functools
 import math
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -101,31 +105,57 @@ def row_normals(seed: int, rows, samples: int, dim: int,
     return table[index]
 
 
-@torch.inference_mode()
 def score_rows(model: TabularVAE, batch: EncodedBatch, row_ids: np.ndarray,
                *, samples: int = DEFAULT_SAMPLES, seed: int = 0,
                device: str | torch.device = "cpu") -> ScoreParts:
-    """Score every row of ``batch``; row i uses the draws of row id ``row_ids[i]``."""
+    """Score every row of ``batch``; row i uses the draws of row id ``row_ids[i]``.
+
+    A row's score is bit-for-bit the same however the file is chunked and however
+    many threads or workers run: every pass has the same shape (the last one is
+    padded), and on the CPU each pass runs on one thread, so the floating-point
+    operations for a row never change. Passes run side by side instead.
+    """
     if len(batch) == 0:
         return ScoreParts.empty()
     model.eval()
-    parts = [
-        _score_pass(model, batch, row_ids, start,
-                    min(start + _ROWS_PER_PASS, len(batch)), samples, seed, device)
-        for start in range(0, len(batch), _ROWS_PER_PASS)
-    ]
+    run_pass = functools.partial(_score_pass, model, batch, row_ids, samples=samples,
+                                 seed=seed, device=device)
+    with _pass_map(device) as map_passes:
+        parts = list(map_passes(run_pass, range(0, len(batch), _ROWS_PER_PASS)))
     return ScoreParts(*(np.concatenate(column) for column in zip(*parts)))
 
 
-def _score_pass(model: TabularVAE, batch: EncodedBatch, row_ids: np.ndarray,
-                start: int, stop: int, samples: int, seed: int,
-                device) -> tuple[np.ndarray, ...]:
-    def tensor(array):
-        return torch.from_numpy(array[start:stop]).to(device)
+@contextlib.contextmanager
+def _pass_map(device) -> Iterator[Callable]:
+    """A map over passes: on the CPU, one torch thread per pass and as many passes at
+    once as torch had threads; elsewhere (a GPU), one after another."""
+    threads = torch.get_num_threads()
+    if torch.device(device).type != "cpu" or threads == 1:
+        yield map
+        return
+    torch.set_num_threads(1)
+    try:
+        with concurrent.futures.ThreadPoolExecutor(threads) as pool:
+            yield pool.map
+    finally:
+        torch.set_num_threads(threads)
 
-    numeric, indicators, codes = (tensor(batch.numeric), tensor(batch.indicators),
-                                  tensor(batch.categories))
-    eps = row_normals(seed, row_ids[start:stop], samples, model.config.latent_dim, device)
+
+@torch.inference_mode()  # per thread: passes may run on pool threads
+def _score_pass(model: TabularVAE, batch: EncodedBatch, row_ids: np.ndarray, start: int, *,
+                samples: int, seed: int, device) -> tuple[np.ndarray, ...]:
+    n = min(_ROWS_PER_PASS, len(batch) - start)
+
+    def padded(array):
+        part = array[start:start + n]
+        if n < _ROWS_PER_PASS:  # same shape every pass: same arithmetic for every row
+            part = np.concatenate([part, np.zeros((_ROWS_PER_PASS - n, *part.shape[1:]),
+                                                  dtype=part.dtype)])
+        return torch.from_numpy(part).to(device)
+
+    numeric, indicators, codes, rows = (padded(batch.numeric), padded(batch.indicators),
+                                        padded(batch.categories), padded(row_ids))
+    eps = row_normals(seed, rows, samples, model.config.latent_dim, device)
     mu, logvar = model.encode(model.inputs(numeric, indicators, codes))
     z = reparameterize(mu, logvar, eps)
     terms = reconstruction_nll(model.decode(z), numeric, indicators, codes,
@@ -138,8 +168,8 @@ def _score_pass(model: TabularVAE, batch: EncodedBatch, row_ids: np.ndarray,
     log_weights = -reconstruction + log_prior_ratio
     iwae = -(torch.logsumexp(log_weights, 0) - math.log(samples))
     std_error, iwae_std_error = _standard_errors(reconstruction, log_weights, samples)
-    return tuple(t.cpu().numpy() for t in (mean + kl, mean, kl, std_error, iwae,
-                                           iwae_std_error))
+    return tuple(t[:n].cpu().numpy() for t in (mean + kl, mean, kl, std_error, iwae,
+                                               iwae_std_error))
 
 
 def _standard_errors(reconstruction: torch.Tensor, log_weights: torch.Tensor,
