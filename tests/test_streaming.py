@@ -95,3 +95,21 @@ def test_scores_are_bit_identical_whatever_the_thread_count_or_chunking(tiny_mod
         for column in one_thread:
             assert np.array_equal(one_thread[column].to_numpy(), other[column].to_numpy(),
                                   equal_nan=True), column
+
+
+def test_a_cell_longer_than_the_read_block_is_read_whole(tmp_path, monkeypatch):
+    """Arrow cannot parse a row longer than its block; the reader retries with
+    bigger blocks, past the rows it already delivered, so nothing repeats or drops."""
+    import pyarrow as pa
+
+    from vae_anomaly import data
+
+    monkeypatch.setattr(data, "CSV_BLOCK_BYTES", 1024)
+    rows = [f"{i},short" for i in range(500)] + ['500,"' + "x" * 20_000 + '"'] + \
+        [f"{i},after" for i in range(501, 600)]
+    path = tmp_path / "wide.csv"
+    path.write_text("n,text\n" + "\n".join(rows) + "\n")
+    table = pa.concat_tables(data.read_batches(path, 64))
+    assert table.column("n").to_pylist() == [str(i) for i in range(600)]
+    assert len(table.column("text")[500].as_py()) == 20_000
+    assert table.column("text")[599].as_py() == "after"
