@@ -88,16 +88,18 @@ def test_decoder_log_variance_stays_within_its_bounds(variance):
     assert out.category_logits.shape == (7, 100, 9)
 
 
-@pytest.mark.parametrize("rows, batch, epochs", [
-    (300, 64, 300),          # small data: the epoch cap binds
-    (10_000, 128, 253),      # 79 steps an epoch: the 20,000-step budget binds
-    (180_000, 2048, 55),     # a 200,000-row file: the 10M-rows-seen budget binds
-    (5_000_000, 2048, 20),   # never fewer than 20 epochs
+@pytest.mark.parametrize("rows, batch, epochs, learning_rate", [
+    (300, 64, 300, 1e-3),          # small data: the epoch cap binds
+    (10_000, 128, 253, 1e-3),      # 79 steps an epoch: the 20,000-step budget binds
+    (180_000, 512, 55, 2e-3),      # a 200,000-row file: the 10M-rows-seen budget binds
+    (5_000_000, 512, 20, 2e-3),    # never fewer than 20 epochs
 ])
-def test_training_length_scales_with_the_data(rows, batch, epochs):
+def test_training_length_scales_with_the_data(rows, batch, epochs, learning_rate):
     from vae_anomaly.training import TrainingConfig
 
     config = TrainingConfig()
     assert config.resolved_batch_size(rows) == batch
     assert config.resolved_epochs(rows) == epochs
+    assert config.resolved_learning_rate(batch) == pytest.approx(learning_rate)
     assert TrainingConfig(epochs=7, batch_size=32).resolved_epochs(rows) == 7
+    assert TrainingConfig(learning_rate=5e-4).resolved_learning_rate(batch) == 5e-4

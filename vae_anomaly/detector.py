@@ -77,7 +77,7 @@ class VAEAnomalyDetector:
     def __init__(self, *, latent_dim: int | None = None, epochs: int | None = None,
                  batch_size: int | None = None, beta: float = 0.5, fpr: float = 0.01,
                  samples: int = DEFAULT_SAMPLES, validation_fraction: float = 0.1,
-                 learning_rate: float = 1e-3, categorical: Sequence[str] = (),
+                 learning_rate: float | None = None, categorical: Sequence[str] = (),
                  exclude: Sequence[str] = (), score_kind: str = "elbo", device: str = "auto",
                  seed: int = 0):
         self.latent_dim = latent_dim
