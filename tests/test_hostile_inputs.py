@@ -234,7 +234,11 @@ CASES = [
          2, "Error: column `amount` in bad.csv has non-numeric value 'about 40' at row 12; "
             "fix the value or mark it missing"),
     # Row numbers count from the top of the file, not of the chunk being scored.
-    # (Parquet honours --chunk-size exactly; a CSV is chunked by 8 MB blocks.)
+    case("score-text-in-numeric-column-in-a-later-csv-chunk",
+         lambda w: score(w, edited(w, "bad.csv", cell("amount", 11, "about 40")),
+                         "--chunk-size", 5),
+         2, "Error: column `amount` in bad.csv has non-numeric value 'about 40' at row 12; "
+            "fix the value or mark it missing"),
     case("score-text-in-numeric-column-in-a-later-chunk",
          lambda w: score(w, _parquet(w, "bad.parquet", "x", 24, "twelve"), "--chunk-size", 10),
          2, "Error: column `x` in bad.parquet has non-numeric value 'twelve' at row 25; "
