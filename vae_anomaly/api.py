@@ -28,6 +28,7 @@ from .artifact import FORMAT_NAME, FORMAT_VERSION
 from .data import (
     DEFAULT_CHUNK_ROWS,
     atomic_output,
+    check_output_folder,
     check_writable_destination,
     exclusive_lock,
     is_parquet,
@@ -209,9 +210,10 @@ def score_files(pattern: str | Path, model_path, *, output: str | Path | None = 
 
     started = time.perf_counter()
     check_engine_options(engine, scheduler=scheduler, output=output, output_dir=output_dir)
+    inputs = expand_inputs(pattern)
     if summary is not None:
         summary = Path(summary)
-        for path in expand_inputs(pattern):
+        for path in inputs:
             _refuse_same_file(path, summary, "--summary")
         _refuse_same_file(Path(model_path), summary, "--summary", "model")
         if output not in (None, "-"):
@@ -219,17 +221,17 @@ def score_files(pattern: str | Path, model_path, *, output: str | Path | None = 
         check_writable_destination(summary)
     model_sha256 = file_sha256(model_path)  # the model actually used, before any refit
     if engine == "dask":
-        results = score_partitions(expand_inputs(pattern), model_path, output_dir,
-                                   scheduler=scheduler, **options)
+        results = score_partitions(inputs, model_path, output_dir, scheduler=scheduler,
+                                   **options)
     else:
-        results = _score_each(pattern, model_path, output, output_dir, options)
+        results = _score_each(pattern, inputs, model_path, output, output_dir, options)
     if summary is not None:
         write_summary(summary, results, model_path, model_sha256, started)
     return results
 
 
-def _score_each(pattern, model_path, output, output_dir, options) -> list[ScoreResult]:
-    inputs = expand_inputs(pattern)
+def _score_each(pattern, inputs: list[Path], model_path, output, output_dir,
+                options) -> list[ScoreResult]:
     if output_dir is None:
         if len(inputs) > 1:
             raise InputError(f"{str(pattern)!r} matches {len(inputs)} files; pass --output-dir "
@@ -237,9 +239,7 @@ def _score_each(pattern, model_path, output, output_dir, options) -> list[ScoreR
         return [score_file(inputs[0], model_path, output=output, **options)]
     if output is not None:
         raise InputError("pass either --output or --output-dir, not both")
-    output_dir = Path(output_dir)
-    if not output_dir.is_dir():
-        raise OutputError(f"output folder {output_dir} does not exist; create it first")
+    output_dir = check_output_folder(Path(output_dir))
     detector = load(model_path)
     return [score_file(path, model_path, output=output_dir / path.name, detector=detector,
                        **options) for path in inputs]

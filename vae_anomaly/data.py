@@ -303,9 +303,13 @@ def _as_text(value: object) -> object:
 # ----- writing ------------------------------------------------------------------------
 def check_writable_destination(path: Path) -> Path:
     """Fail early, before any work, if ``path`` cannot be written; return its folder."""
-    directory = path.parent
     if path.is_dir():
         raise OutputError(f"{path} is a directory; pass a file path to write")
+    return check_output_folder(path.parent)
+
+
+def check_output_folder(directory: Path) -> Path:
+    """Fail early if outputs cannot be created in ``directory``; return it."""
     if not directory.is_dir():
         raise OutputError(f"output folder {directory} does not exist; create it first")
     if not os.access(directory, os.W_OK | os.X_OK):

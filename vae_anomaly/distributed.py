@@ -26,8 +26,9 @@ from pathlib import Path
 
 from . import __version__
 from .api import ScoreResult, check_score_options, score_file
+from .data import check_output_folder
 from .detector import load, loads
-from .errors import InputError, OutputError, VAEAnomalyError
+from .errors import InputError, VAEAnomalyError
 
 ENGINES = ("local", "dask")
 INSTALL_HINT = "pip install 'vae-anomaly[dask]'"
@@ -97,9 +98,8 @@ def score_partitions(inputs: Sequence[Path], model_path, output_dir, *,
     Results come back in input order, like the local engine's.
     """
     distributed = import_distributed()
-    inputs, model_path, output_dir = [Path(p) for p in inputs], Path(model_path), Path(output_dir)
-    if not output_dir.is_dir():
-        raise OutputError(f"output folder {output_dir} does not exist; create it first")
+    inputs, model_path = [Path(p) for p in inputs], Path(model_path)
+    output_dir = check_output_folder(Path(output_dir))
     _refuse_shared_names(inputs)
     check_score_options(**{k: options.get(k) for k in ("seed", "samples", "threshold")})
     payload = read_model_payload(model_path)
