@@ -103,3 +103,27 @@ def test_training_length_scales_with_the_data(rows, batch, epochs, learning_rate
     assert config.resolved_learning_rate(batch) == pytest.approx(learning_rate)
     assert TrainingConfig(epochs=7, batch_size=32).resolved_epochs(rows) == 7
     assert TrainingConfig(learning_rate=5e-4).resolved_learning_rate(batch) == 5e-4
+
+
+def test_learning_rate_holds_for_half_the_bound_then_decays_to_a_twentieth():
+    from vae_anomaly.training import cosine_schedule
+
+    optimiser = torch.optim.Adam([torch.zeros(1, requires_grad=True)], lr=2e-3)
+    schedule = cosine_schedule(optimiser, total_steps=100)
+    rates = []
+    for _ in range(120):
+        rates.append(optimiser.param_groups[0]["lr"])
+        optimiser.step()
+        schedule.step()
+    assert rates[0] == rates[50] == pytest.approx(2e-3)
+    assert rates[75] == pytest.approx(2e-3 * (0.05 + 0.95 * 0.5))
+    assert rates[100] == rates[119] == pytest.approx(1e-4)
+    assert all(a >= b for a, b in zip(rates, rates[1:]))
+
+
+def test_an_unknown_level_starts_far_less_likely_than_any_seen_level():
+    config = VAEConfig(n_numeric=1, n_indicators=1, category_sizes=[5, 4])
+    out = TabularVAE(config).decode(torch.zeros(3, config.latent_dim))
+    for logits in torch.split(out.category_logits, config.category_sizes, dim=-1):
+        probabilities = logits.softmax(-1)
+        assert (probabilities[:, 0] < probabilities[:, 1:].min(-1).values / 100).all()

@@ -21,6 +21,8 @@ from torch import nn
 from torch.nn import functional as F
 
 _LOG_2PI = math.log(2 * math.pi)
+# The starting logit of each category's "unknown" level (preprocessing.UNKNOWN_CODE = 0).
+UNKNOWN_LEVEL_LOGIT = -8.0
 
 
 @dataclass
@@ -102,12 +104,24 @@ class TabularVAE(nn.Module):
         self.to_output = nn.Linear(hidden[0], config.output_dim)
         offsets = torch.tensor([0, *config.category_sizes[:-1]], dtype=torch.long).cumsum(0)
         self.register_buffer("category_offsets", offsets, persistent=False)
+        self._start_unknown_levels_unlikely()
         if config.decoder_variance not in ("column", "row"):
             raise ValueError(f"decoder_variance must be 'column' or 'row', "
                              f"not {config.decoder_variance!r}")
         if config.decoder_variance == "column":
             # Starts at the middle of the allowed range (sigmoid(0) = 0.5).
             self.column_logvar = nn.Parameter(torch.zeros(config.n_numeric))
+
+    @torch.no_grad()
+    def _start_unknown_levels_unlikely(self) -> None:
+        """Level 0 of every category is "unknown", which no training row has: start
+        its logit low, so an unseen level scores as odd however short the training
+        (training only pushes it lower; with a zero start a 15-epoch fit left it
+        within 1 nat of a common level)."""
+        if self.config.category_sizes:  # category_offsets is [0] even with no categories
+            first_category_output = sum(self.config.output_split[:3])
+            self.to_output.bias[first_category_output + self.category_offsets] = \
+                UNKNOWN_LEVEL_LOGIT
 
     def inputs(self, numeric: torch.Tensor, indicators: torch.Tensor,
                codes: torch.Tensor) -> torch.Tensor:
