@@ -1,5 +1,6 @@
-"""The training loop: Adam on index-drawn mini-batches, KL warm-up, gradient
-clipping, early stopping on validation loss with the best weights restored.
+"""The training loop: Adam on index-drawn mini-batches (its rate decaying over the
+second half of the epoch bound), KL warm-up, gradient clipping, early stopping on
+validation loss with the best weights restored.
 
 Display is not done here: progress reaches the caller through callbacks.
 """
