@@ -106,10 +106,10 @@ def test_training_length_scales_with_the_data(rows, batch, epochs, learning_rate
 
 
 def test_learning_rate_holds_for_half_the_bound_then_decays_to_a_twentieth():
-    from vae_anomaly.training import cosine_schedule
+    from vae_anomaly.training import hold_then_cosine_schedule
 
     optimiser = torch.optim.Adam([torch.zeros(1, requires_grad=True)], lr=2e-3)
-    schedule = cosine_schedule(optimiser, total_steps=100)
+    schedule = hold_then_cosine_schedule(optimiser, total_steps=100)
     rates = []
     for _ in range(120):
         rates.append(optimiser.param_groups[0]["lr"])

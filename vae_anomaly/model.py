@@ -102,7 +102,9 @@ class TabularVAE(nn.Module):
         self.to_logvar = nn.Linear(hidden[-1], config.latent_dim)
         self.decoder = _mlp([config.latent_dim, *reversed(hidden)])
         self.to_output = nn.Linear(hidden[0], config.output_dim)
-        offsets = torch.tensor([0, *config.category_sizes[:-1]], dtype=torch.long).cumsum(0)
+        # Where each category's one-hot block starts; empty when there are none.
+        sizes = torch.tensor(config.category_sizes, dtype=torch.long)
+        offsets = sizes.cumsum(0) - sizes
         self.register_buffer("category_offsets", offsets, persistent=False)
         self._start_unknown_levels_unlikely()
         if config.decoder_variance not in ("column", "row"):
@@ -118,10 +120,8 @@ class TabularVAE(nn.Module):
         its logit low, so an unseen level scores as odd however short the training
         (training only pushes it lower; with a zero start a 15-epoch fit left it
         within 1 nat of a common level)."""
-        if self.config.category_sizes:  # category_offsets is [0] even with no categories
-            first_category_output = sum(self.config.output_split[:3])
-            self.to_output.bias[first_category_output + self.category_offsets] = \
-                UNKNOWN_LEVEL_LOGIT
+        first_category_output = sum(self.config.output_split[:3])
+        self.to_output.bias[first_category_output + self.category_offsets] = UNKNOWN_LEVEL_LOGIT
 
     def inputs(self, numeric: torch.Tensor, indicators: torch.Tensor,
                codes: torch.Tensor) -> torch.Tensor:

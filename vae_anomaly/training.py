@@ -129,7 +129,8 @@ def train(model: TabularVAE, train_data: Tensors, val_data: Tensors, config: Tra
     batch_size = config.resolved_batch_size(len(train_data))
     optimiser = torch.optim.Adam(model.parameters(),
                                  lr=config.resolved_learning_rate(batch_size))
-    schedule = cosine_schedule(optimiser, epochs * math.ceil(len(train_data) / batch_size))
+    schedule = hold_then_cosine_schedule(optimiser,
+                                         epochs * math.ceil(len(train_data) / batch_size))
     # One fixed draw of eps for validation, so epochs are compared on equal terms.
     val_eps = torch.randn(1, len(val_data), model.config.latent_dim, generator=generator,
                           device=generator.device)
@@ -158,8 +159,8 @@ def train(model: TabularVAE, train_data: Tensors, val_data: Tensors, config: Tra
     return TrainingResult(history, best_epoch or len(history), len(history) < epochs)
 
 
-def cosine_schedule(optimiser: torch.optim.Optimizer,
-                    total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+def hold_then_cosine_schedule(optimiser: torch.optim.Optimizer,
+                              total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
     """Per-step learning-rate factor: 1 for the first half of ``total_steps`` (the
     epoch bound's steps), then a half cosine down to _FINAL_LEARNING_RATE_FRACTION."""
     floor, half = _FINAL_LEARNING_RATE_FRACTION, max(1, total_steps) / 2

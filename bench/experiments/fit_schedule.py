@@ -1,13 +1,16 @@
+"""Best validation loss and seconds of a default fit under a learning-rate schedule:
+    python bench/experiments/fit_schedule.py TRAIN_CSV constant|cosine|floorF [THREADS]
+(cosine: today's schedule; constant: no decay; floorF: decay to the fraction F)."""
 import sys, time, torch, pyarrow.csv as pc
 import vae_anomaly.training as T
 from vae_anomaly.detector import VAEAnomalyDetector
-mode = sys.argv[1]
+path, mode = sys.argv[1], sys.argv[2]
 if mode == "constant":
     T._FINAL_LEARNING_RATE_FRACTION = 1.0
 elif mode.startswith("floor"):
     T._FINAL_LEARNING_RATE_FRACTION = float(mode[5:])
-torch.set_num_threads(int(sys.argv[2]) if len(sys.argv) > 2 else 1)
-table = pc.read_csv("/tmp/vae-speed/train_200000.csv")
+torch.set_num_threads(int(sys.argv[3]) if len(sys.argv) > 3 else 1)
+table = pc.read_csv(path)
 t = time.perf_counter()
 d = VAEAnomalyDetector(seed=0, exclude=["id"]).fit(table)
 h = d.summary_.history

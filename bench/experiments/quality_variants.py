@@ -1,5 +1,5 @@
 """Quality experiments (monkeypatched variants of the defaults on bench/quality.py's splits):
-    python bench/experiments/quality_variants.py VARIANT[+VARIANT...] [--datasets ...]
+    python bench/experiments/quality_variants.py DATA_DIR VARIANT[+VARIANT...] [--datasets ...]
 Not part of the product; results are in docs/benchmarks.md."""
 import argparse, json, sys, time
 from pathlib import Path
@@ -9,7 +9,6 @@ import quality as Q
 from sklearn.metrics import roc_auc_score
 import vae_anomaly.preprocessing as P
 import vae_anomaly.model as M
-import vae_anomaly.training as T
 from vae_anomaly.detector import VAEAnomalyDetector
 
 def patch_config(**kw):
@@ -103,37 +102,40 @@ def mask():
     M.reconstruction_nll = rn; S.reconstruction_nll = rn
     return {}
 
-@variant
-def stdscale():
+def refit_spread(choose):
+    """Patch numeric fitting: ``choose(numbers, spec)`` returns (centre, spread) or None
+    to keep the default; the compressed mean and std are refitted to match."""
     orig = P._fit_numeric
     def fit_numeric(values, name, missing):
         spec = orig(values, name, missing)
         numbers = P._bounded(P.parse_numeric(values, name, "t")[~missing])
         with np.errstate(over="ignore", invalid="ignore"):
-            sd = float(np.std(numbers))
-        if 0 < sd < np.inf:
-            spec["median"] = float(np.mean(numbers)); spec["spread"] = sd
-            comp = P._compress(numbers, spec["median"], sd)
-            spec["mean"] = float(comp.mean()); s = float(comp.std()); spec["std"] = s if s > 1e-6 else 1.0
+            chosen = choose(numbers, spec)
+        if chosen is not None:
+            spec["median"], spec["spread"] = chosen
+            comp = P._compress(numbers, *chosen)
+            std = float(comp.std())
+            spec["mean"], spec["std"] = float(comp.mean()), std if std > 1e-6 else 1.0
         return spec
     P._fit_numeric = fit_numeric
+
+@variant
+def stdscale():
+    """Mean and std instead of median and IQR."""
+    def choose(numbers, spec):
+        sd = float(np.std(numbers))
+        return (float(np.mean(numbers)), sd) if 0 < sd < np.inf else None
+    refit_spread(choose)
     return {}
 
 @variant
 def winsor():
-    orig = P._fit_numeric
-    def fit_numeric(values, name, missing):
-        spec = orig(values, name, missing)
-        numbers = P._bounded(P.parse_numeric(values, name, "t")[~missing])
+    """Spread = max(IQR / 1.349, std of the values winsorised at the 1st/99th percentiles)."""
+    def choose(numbers, spec):
         lo, hi = np.percentile(numbers, [1, 99])
-        with np.errstate(over="ignore", invalid="ignore"):
-            sd = float(np.std(np.clip(numbers, lo, hi)))
-        if 0 < sd < np.inf and sd > spec["spread"]:
-            spec["spread"] = sd
-            comp = P._compress(numbers, spec["median"], sd)
-            spec["mean"] = float(comp.mean()); s = float(comp.std()); spec["std"] = s if s > 1e-6 else 1.0
-        return spec
-    P._fit_numeric = fit_numeric
+        sd = float(np.std(np.clip(numbers, lo, hi)))
+        return (spec["median"], sd) if 0 < sd < np.inf and sd > spec["spread"] else None
+    refit_spread(choose)
     return {}
 
 def run_one(data, seed, opts):
@@ -149,6 +151,7 @@ def run_one(data, seed, opts):
 
 def main():
     ap = argparse.ArgumentParser()
+    ap.add_argument("data_dir", type=Path, help="folder of NAME.csv.gz files with a label column")
     ap.add_argument("variant")
     ap.add_argument("--datasets", nargs="+", default=["breastw","cardio","glass","ionosphere","pima","vowels","satellite","spambase"])
     ap.add_argument("--seeds", nargs="+", type=int, default=[0,1,2])
@@ -161,7 +164,7 @@ def main():
     out = {}
     t0 = time.time()
     for name in a.datasets:
-        raw, typed = Q.load_dataset(Path(f"/work/shared/bench/data/{name}.csv.gz"))
+        raw, typed = Q.load_dataset(a.data_dir / f"{name}.csv.gz")
         aucs = []
         for seed in a.seeds:
             data = Q.split(raw, typed, seed)
@@ -171,4 +174,5 @@ def main():
         print(f"{a.variant} {name} {out[name]:.3f} {[round(x,3) for x in aucs]} t={time.time()-t0:.0f}", flush=True)
     print(f"{a.variant} MEAN {np.mean(list(out.values())):.4f}", flush=True)
     Path(f"/tmp/{a.variant}.json").write_text(json.dumps(out))
-main()
+if __name__ == "__main__":
+    main()
