@@ -304,9 +304,10 @@ class Bench:
         self.args = args
         self.work = Path(args.workdir)
         self.work.mkdir(parents=True, exist_ok=True)
-        self.cli = shutil.which("vae-anomaly") or "vae-anomaly"
+        self.cli = args.cli or shutil.which("vae-anomaly") or "vae-anomaly"
         self.results: list[Measurement] = []
         self.notes: list[str] = []
+        self.device_args = ["--device", args.device] if args.device else []
 
     def log(self, message: str) -> None:
         print(f"[{dt.datetime.now():%H:%M:%S}] {message}", file=sys.stderr, flush=True)
@@ -341,7 +342,7 @@ class Bench:
     def score(self, path: Path, rows: int, model: Path, timeout: float | None = None) -> Measurement:
         out = self.work / "scored.csv"
         cmd = [self.cli, "score", str(path), "--model", str(model), "-o", str(out),
-               "--samples", str(self.args.samples)]
+               "--samples", str(self.args.samples), *self.device_args]
         if self.args.chunk_size:
             cmd += ["--chunk-size", str(self.args.chunk_size)]
         m = self.measure(f"score K={self.args.samples}, {rows:,} rows", rows, cmd,
@@ -358,7 +359,8 @@ class Bench:
                 extra_args[extra_args.index("--epochs") + 1] = "3"
             else:
                 extra_args += ["--epochs", "3"]
-        cmd = [self.cli, "fit", str(path), "--model", str(model), "--quiet", *extra_args]
+        cmd = [self.cli, "fit", str(path), "--model", str(model), "--quiet", *extra_args,
+               *self.device_args]
         m = self.measure(name, rows, cmd)
         info = json.loads(subprocess.run([self.cli, "info", str(model), "--json"], check=True,
                                          capture_output=True, text=True).stdout)
@@ -368,7 +370,7 @@ class Bench:
             stopped_early=t["stopped_early"], loop_s=sum(h["seconds"] for h in t["history"]),
             best_val_loss=t["history"][t["best_epoch"] - 1]["val_loss"],
             batch_size=info["params"].get("batch_size") or _default_batch_size(t["train_rows"]),
-            train_rows=t["train_rows"])
+            train_rows=t["train_rows"], device=t["device"])
         self.log(f"{name}: {t['epochs_run']} epochs (best {t['best_epoch']}), best val loss "
                  f"{m.extra['best_val_loss']:.4f}")
         return m
@@ -378,7 +380,7 @@ class Bench:
         model = self.work / "calibrate.vae"
         batch = REFERENCE_ARGS[REFERENCE_ARGS.index("--batch-size") + 1]
         subprocess.run([self.cli, "fit", str(path), "--model", str(model), "--quiet",
-                        "--batch-size", batch, "--epochs", "2"], check=True,
+                        "--batch-size", batch, "--epochs", "2", *self.device_args], check=True,
                        capture_output=True, text=True)
         info = json.loads(subprocess.run([self.cli, "info", str(model), "--json"], check=True,
                                          capture_output=True, text=True).stdout)
@@ -467,7 +469,7 @@ def pyod_worker(path: Path, epochs: int, budget: float, result_path: Path) -> No
         epochs_target=epochs, epochs_trained=trained, extrapolated=stopped,
         per_epoch_s=per_epoch, prep_s=t_prep - t0, fit_measured_s=t_fit - t_prep,
         fit_s=fit_full, decision_s=t_dec - t_fit, total_s=(t_prep - t0) + fit_full + (t_dec - t_fit),
-        batch_size=detector.batch_size, features=int(x.shape[1]),
+        batch_size=detector.batch_size, features=int(x.shape[1]), device=str(detector.device),
         torch=torch.__version__, threads=torch.get_num_threads(), n_scores=int(len(scores)))
     result_path.write_text(json.dumps(result))
 
@@ -506,12 +508,12 @@ def render(bench: Bench, command: str, started: dt.datetime, context: dict) -> s
     r = bench.results
     by_name = {m.name: m for m in r}
     args = bench.args
-    lines = [SECTION, ""]
+    lines = [args.section, ""]
     lines += [
         f"Measured {started:%Y-%m-%d %H:%M} UTC on commit {context['commit']} with `{command}`.",
         "",
         f"- Machine: {context['nproc']} CPU cores (`nproc`), {context['cpu']}, "
-        f"{context['mem_gib']:.0f} GiB RAM, no GPU (all runs on the CPU); Python "
+        f"{context['mem_gib']:.0f} GiB RAM, {_device_text(context, args)}; Python "
         f"{platform.python_version()}, torch {context['torch']}, pyarrow {context['pyarrow']}"
         + (f", PyOD {context['pyod']}" if context.get("pyod") else "") + ".",
         f"- Data: generated mixed-type CSVs (seeded numpy): an `id` text column, 13 numeric "
@@ -545,26 +547,36 @@ def render(bench: Bench, command: str, started: dt.datetime, context: dict) -> s
     if fits:
         lines += ["Fits (validation loss is the mean negative ELBO on the 10% held-out rows, "
                   "at the best epoch; lower is better; the two fits share the same split):", "",
-                  "| Fit | Rows | Batch size | Epochs run (best) | Wall s | Training loop s "
-                  "| Wall s / epoch | Best validation loss |",
-                  "|---|---:|---:|---:|---:|---:|---:|---:|"]
+                  "| Fit | Device | Rows | Batch size | Epochs run (best) | Wall s "
+                  "| Training loop s | Wall s / epoch | Rows trained / s (loop) "
+                  "| Best validation loss |",
+                  "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for m in fits:
             e = m.extra
             lines.append(
-                f"| {m.name} | {m.rows:,} | {e.get('batch_size') or e.get('batch_label', 'default')} "
+                f"| {m.name} | {e.get('device', '')} | {m.rows:,} "
+                f"| {e.get('batch_size') or e.get('batch_label', 'default')} "
                 f"| {e['epochs_run']} ({e['best_epoch']}{', stopped early' if e['stopped_early'] else ''}) "
                 f"| {_f(m.run.wall_s)} | {_f(e['loop_s'])} | {_f(m.run.wall_s / e['epochs_run'], 2)} "
+                f"| {_f(e['train_rows'] * e['epochs_run'] / e['loop_s'], 0)} "
                 f"| {e['best_val_loss']:.4f} |")
         lines.append("")
     lines += [f"- {note}" for note in bench.notes]
     return "\n".join(lines).rstrip() + "\n"
 
 
-def write_section(path: Path, section: str) -> None:
+def _device_text(context: dict, args: argparse.Namespace) -> str:
+    if not context.get("gpu"):
+        return "no GPU (all runs on the CPU)"
+    return (f"one {context['gpu']} GPU (CUDA {context['cuda']}); `fit` and `score` ran with "
+            f"`--device {args.device or 'auto'}`, PyOD on its default device")
+
+
+def write_section(path: Path, section: str, heading: str = SECTION) -> None:
     if path.exists():
         text = path.read_text()
         lines = text.splitlines(keepends=True)
-        start = next((i for i, line in enumerate(lines) if line.rstrip() == SECTION), None)
+        start = next((i for i, line in enumerate(lines) if line.rstrip() == heading), None)
         if start is not None:
             end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")),
                        len(lines))
@@ -594,6 +606,12 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="Where the generated files go; reused when present.")
     parser.add_argument("--out", type=Path, default=None,
                         help="Markdown file whose '## Speed' section is replaced (or appended).")
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default=None,
+                        help="--device for every fit and score (default: the CLI's default).")
+    parser.add_argument("--cli", default=None,
+                        help="The vae-anomaly command to measure (default: the one on PATH).")
+    parser.add_argument("--section", default=SECTION,
+                        help=f"Heading of the section written to --out (default {SECTION!r}).")
     parser.add_argument("--skip-pyod", action="store_true", help="Skip the PyOD VAE comparison.")
     parser.add_argument("--skip-reference", action="store_true",
                         help="Skip the slower reference fit.")
@@ -632,7 +650,9 @@ def main(argv=None) -> int:
 
     context = dict(nproc=os.cpu_count(), cpu=cpu_model(), torch=torch.__version__,
                    pyarrow=pyarrow.__version__,
-                   mem_gib=os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30)
+                   mem_gib=os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30,
+                   gpu=torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+                   cuda=torch.version.cuda)
     context["nproc"] = int(subprocess.run(["nproc"], capture_output=True, text=True).stdout)
     context["commit"] = git_commit()
     if not os.access(TIME_BIN, os.X_OK):
@@ -742,7 +762,8 @@ def main(argv=None) -> int:
             bench.notes.append(
                 f"PyOD VAE: `pyod.models.vae.VAE(epoch_num={epochs}, random_state=0, verbose=0)`, "
                 f"otherwise PyOD's defaults (batch size {e['batch_size']}, encoder 128-64-32, "
-                f"latent 2, dropout 0.2), on the {args.fit_rows:,} training rows read with pandas, "
+                f"latent 2, dropout 0.2, device {e.get('device', 'default')}), on the "
+                f"{args.fit_rows:,} training rows read with pandas, "
                 f"`id` dropped, numeric columns median-imputed and standardised, text columns "
                 f"one-hot encoded (`OneHotEncoder(handle_unknown='ignore')`): {e['features']} "
                 f"features; {how}. Its wall time = pandas read + encoding ({e['prep_s']:.1f} s) + "
@@ -776,8 +797,8 @@ def main(argv=None) -> int:
     section = render(bench, command, started, context)
     print(section)
     if args.out:
-        write_section(args.out, section)
-        bench.log(f"wrote the {SECTION!r} section of {args.out}")
+        write_section(args.out, section, args.section)
+        bench.log(f"wrote the {args.section!r} section of {args.out}")
     return 0
 
 

@@ -127,3 +127,28 @@ def test_an_unknown_level_starts_far_less_likely_than_any_seen_level():
     for logits in torch.split(out.category_logits, config.category_sizes, dim=-1):
         probabilities = logits.softmax(-1)
         assert (probabilities[:, 0] < probabilities[:, 1:].min(-1).values / 100).all()
+
+
+def test_a_diverging_loss_stops_training_with_the_epoch_named(monkeypatch):
+    from vae_anomaly import training
+    from vae_anomaly.errors import TrainingError
+
+    config = VAEConfig(n_numeric=2, n_indicators=0, category_sizes=[])
+    data = training.Tensors(torch.randn(64, 2), torch.zeros(64, 0), torch.zeros(64, 0,
+                                                                              dtype=torch.long))
+    real_elbo, steps = training.negative_elbo, []
+
+    def elbo_turning_nan_in_epoch_two(*args):
+        steps.append(None)
+        reconstruction, kl = real_elbo(*args)
+        return (reconstruction * torch.nan if len(steps) == 6 else reconstruction), kl  # epoch 2
+
+    monkeypatch.setattr(training, "negative_elbo", elbo_turning_nan_in_epoch_two)
+    with pytest.raises(TrainingError) as caught:
+        training.train(TabularVAE(config), data, data,
+                       training.TrainingConfig(epochs=5, batch_size=16),
+                       torch.Generator().manual_seed(0))
+    assert str(caught.value) == ("training diverged: the loss became nan in epoch 2; check the "
+                                 "data for extreme values or lower the learning rate")
+    # Epoch 1: 4 steps and a validation pass; epoch 2: all 4 steps, then the error.
+    assert len(steps) == 9

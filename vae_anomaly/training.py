@@ -190,17 +190,20 @@ def _train_epoch(model, optimiser, schedule, data: Tensors, batch_size: int, bet
         reconstruction, kl = negative_elbo(model, batch.numeric, batch.indicators, batch.codes, eps)
         reconstruction, kl = reconstruction.mean(), kl.mean()
         loss = reconstruction + beta * kl
-        if not torch.isfinite(loss):
-            raise TrainingError(
-                f"training diverged: the loss became {loss.item()} in epoch {epoch}; "
-                "check the data for extreme values or lower the learning rate")
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip_norm)
         optimiser.step()
         schedule.step()
         totals += torch.stack([loss.detach(), reconstruction.detach(), kl.detach()]) * len(batch)
-    return tuple((totals / len(data)).tolist())
+    # Checked once an epoch, not every step: reading a GPU value stalls the device, and a
+    # non-finite step loss leaves the epoch's sum non-finite anyway.
+    mean_loss, mean_reconstruction, mean_kl = (totals / len(data)).tolist()
+    if not math.isfinite(mean_loss):
+        raise TrainingError(
+            f"training diverged: the loss became {mean_loss} in epoch {epoch}; "
+            "check the data for extreme values or lower the learning rate")
+    return mean_loss, mean_reconstruction, mean_kl
 
 
 @torch.no_grad()
