@@ -10,6 +10,7 @@
 #    compares them); the model, those rows and the GPU scores are left in $OUT, to be
 #    scored again on a CPU-only machine;
 # 3. bench/speed.py with --device cpu on the same machine, for the GPU/CPU ratio.
+# SPEED_ARGS adds options to the first (e.g. --skip-pyod); SKIP_CPU=1 skips the third.
 # Needs the product importable (it is put on PYTHONPATH) and, for PyOD, `pip install pyod`.
 set -euo pipefail
 OUT=${OUT:?set OUT to a folder for the results}
@@ -26,7 +27,7 @@ python3 -c 'import torch; print("torch", torch.__version__, "cuda", torch.cuda.i
 python3 bench/speed.py --rows 1000000 --fit-rows 200000 --device cuda --skip-reference \
     --cli "$WORK/bin/vae-anomaly" \
     --pyod-budget "${PYOD_BUDGET:-60}" --workdir "$WORK" --section "## Speed on a GPU" \
-    --out "$OUT/speed_gpu.md"
+    --out "$OUT/speed_gpu.md" ${SPEED_ARGS:-}
 
 head -n 40001 "$WORK/data_1000000.csv" > "$OUT/head_40000.csv"
 cp "$WORK/default.vae" "$OUT/gpu_fitted.vae"

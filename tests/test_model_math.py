@@ -106,10 +106,10 @@ def test_training_length_scales_with_the_data(rows, batch, epochs, learning_rate
 
 
 def test_learning_rate_holds_for_half_the_bound_then_decays_to_a_twentieth():
-    from vae_anomaly.training import hold_then_cosine_schedule
+    from vae_anomaly.training import HoldThenCosine
 
-    optimiser = torch.optim.Adam([torch.zeros(1, requires_grad=True)], lr=2e-3)
-    schedule = hold_then_cosine_schedule(optimiser, total_steps=100)
+    optimiser = torch.optim.Adam([torch.zeros(1, requires_grad=True)], lr=0.0)
+    schedule = HoldThenCosine(optimiser, 2e-3, total_steps=100)
     rates = []
     for _ in range(120):
         rates.append(optimiser.param_groups[0]["lr"])
@@ -119,6 +119,20 @@ def test_learning_rate_holds_for_half_the_bound_then_decays_to_a_twentieth():
     assert rates[75] == pytest.approx(2e-3 * (0.05 + 0.95 * 0.5))
     assert rates[100] == rates[119] == pytest.approx(1e-4)
     assert all(a >= b for a, b in zip(rates, rates[1:]))
+
+
+def test_the_schedule_fills_a_tensor_rate_in_place():
+    """The CUDA-graph step's Adam reads its rate from one tensor; replacing the
+    tensor would leave the captured graph on the old rate."""
+    from vae_anomaly.training import HoldThenCosine
+
+    rate = torch.tensor(0.0)
+    optimiser = torch.optim.Adam([torch.zeros(1, requires_grad=True)], lr=rate)
+    schedule = HoldThenCosine(optimiser, 2e-3, total_steps=100)
+    for _ in range(100):
+        schedule.step()
+    assert optimiser.param_groups[0]["lr"] is rate
+    assert rate.item() == pytest.approx(1e-4)
 
 
 def test_an_unknown_level_starts_far_less_likely_than_any_seen_level():
