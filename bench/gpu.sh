@@ -3,13 +3,15 @@
 #
 #     OUT=/tmp/gpu-out bash bench/gpu.sh
 #
-# 1. bench/speed.py with --device cuda: fit on 200,000 rows, floor and score K=16 on
-#    1,000,000 rows, PyOD's VAE on its default device (the GPU);
+# 1. bench/speed.py with --device cuda: fit on 200,000 rows and the slower reference
+#    fit, floor and score K=16 on 1,000,000 rows, PyOD's VAE on its default device
+#    (the GPU);
 # 2. train on the GPU, score on CPU: the GPU-fitted model scores the first 40,000 rows
 #    of the 1M file with --device cuda and with --device cpu (bench/compare_scores.py
 #    compares them); the model, those rows and the GPU scores are left in $OUT, to be
 #    scored again on a CPU-only machine;
-# 3. bench/speed.py with --device cpu on the same machine, for the GPU/CPU ratio.
+# 3. bench/speed.py with --device cpu on the same machine (no reference, no PyOD),
+#    for the GPU/CPU ratio.
 # SPEED_ARGS adds options to the first (e.g. --skip-pyod); SKIP_CPU=1 skips the third.
 # Needs the product importable (it is put on PYTHONPATH) and, for PyOD, `pip install pyod`.
 set -euo pipefail
@@ -24,7 +26,7 @@ export PATH="$WORK/bin:$PATH"
 nvidia-smi -L || true
 python3 -c 'import torch; print("torch", torch.__version__, "cuda", torch.cuda.is_available())'
 
-python3 bench/speed.py --rows 1000000 --fit-rows 200000 --device cuda --skip-reference \
+python3 bench/speed.py --rows 1000000 --fit-rows 200000 --device cuda \
     --cli "$WORK/bin/vae-anomaly" \
     --pyod-budget "${PYOD_BUDGET:-60}" --workdir "$WORK" --section "## Speed on a GPU" \
     --out "$OUT/speed_gpu.md" ${SPEED_ARGS:-}
