@@ -1,6 +1,7 @@
 """The training loop: Adam on index-drawn mini-batches (its rate decaying over the
 second half of the epoch bound), KL warm-up, gradient clipping, early stopping on
-validation loss with the best weights restored.
+validation loss with the best weights restored. On a GPU each step is replayed
+from a captured CUDA graph (CudaGraphStep).
 
 Display is not done here: progress reaches the caller through callbacks.
 """
@@ -171,7 +172,8 @@ class HoldThenCosine:
         self._apply()
 
     def factor(self, step: int) -> float:
-        floor, progress = _FINAL_LEARNING_RATE_FRACTION, min(1.0, max(0.0, step - self.half) / self.half)
+        floor = _FINAL_LEARNING_RATE_FRACTION
+        progress = min(1.0, max(0.0, step - self.half) / self.half)
         return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
     def step(self) -> None:
@@ -230,7 +232,8 @@ class CudaGraphStep(TrainingStep):
 
     _WARMUP_STEPS = 3
 
-    def __init__(self, model, optimiser, config, device, batch_size: int):
+    def __init__(self, model: TabularVAE, optimiser: torch.optim.Optimizer,
+                 config: TrainingConfig, device: torch.device, batch_size: int):
         super().__init__(model, optimiser, config, device)
         self.index = torch.zeros(batch_size, dtype=torch.long, device=device)
         self.eps = torch.zeros(1, batch_size, model.config.latent_dim, device=device)
