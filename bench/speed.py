@@ -4,6 +4,9 @@ Run (about 30-40 min on 2 CPU cores; writes the "## Speed" section of --out):
 
     python bench/speed.py --rows 1000000 5000000 --fit-rows 200000 --out docs/benchmarks.md
 
+On a machine with a CUDA GPU, bench/gpu.sh runs it with --device cuda (and the
+train-on-GPU, score-on-CPU comparison) for the "## Speed on a GPU" section.
+
 What it measures, each as a separate process so its peak RSS can be read
 (``/usr/bin/time -f %M``, else the kernel's VmHWM polled while it runs):
 
@@ -605,7 +608,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--workdir", default="/tmp/vae-speed",
                         help="Where the generated files go; reused when present.")
     parser.add_argument("--out", type=Path, default=None,
-                        help="Markdown file whose '## Speed' section is replaced (or appended).")
+                        help="Markdown file whose --section section is replaced (or appended).")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default=None,
                         help="--device for every fit and score (default: the CLI's default).")
     parser.add_argument("--cli", default=None,
