@@ -13,6 +13,7 @@ import math
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from functools import partial
 from typing import Protocol
 
 import torch
@@ -246,7 +247,7 @@ class CudaGraphStep(TrainingStep):
             return super().run(data, index, eps)
         if self.graph is None and self.warmup_steps_run < self._WARMUP_STEPS:
             self.warmup_steps_run += 1
-            return self._on_side_stream(lambda: TrainingStep.run(self, data, index, eps))
+            return self._on_side_stream(partial(super().run, data, index, eps))
         if self.graph is None:
             self.graph = self._capture(data)
             if self.graph is None:

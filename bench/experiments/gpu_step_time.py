@@ -2,10 +2,10 @@
 
     python bench/experiments/gpu_step_time.py TRAIN_CSV [MODE ...]
 
-MODE: eager (the product's step today), fused (eager, fused Adam), graph (the whole
-step - forward, backward, clipping, Adam - captured once as a CUDA graph and
-replayed), compile (torch.compile of the loss, fused Adam), eager4096 / graph4096
-(batch 4,096 instead of 512). Default: all. Each mode trains the same network
+MODE: eager (the product's GPU step before CudaGraphStep), fused (eager, fused Adam),
+graph (the whole step - forward, backward, clipping, Adam - captured once as a CUDA
+graph and replayed, as CudaGraphStep now does), compile (torch.compile of the loss,
+fused Adam), eager4096 / graph4096 (batch 4,096 instead of 512). Default: all. Each mode trains the same network
 from the same start for WARM + TIMED steps; the loss after them is printed so the
 modes can be seen to compute the same thing.
 """
