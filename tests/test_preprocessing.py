@@ -47,8 +47,68 @@ def test_missing_numeric_becomes_median_plus_indicator(fitted):
     amount = next(c for c in fitted.columns if c["name"] == "amount")
     assert fitted.layout.n_indicators == 1  # only `amount` had missing cells in training
     assert batch.indicators[2, 0] == 1 and batch.indicators[[0, 1, 3, 4], 0].sum() == 0
-    median_scaled = (0.0 - amount["mean"]) / amount["std"]  # asinh(0) = 0
-    assert batch.numeric[2, 2] == pytest.approx(median_scaled, rel=1e-5)
+    at_median = frame.copy()
+    at_median.loc[2, "amount"] = amount["median"]
+    assert batch.numeric[2, 2] == fitted.transform(at_median).numeric[2, 2]
+    # A missing cell has no value, so no density term: only its indicator counts.
+    assert batch.nll_offset[2, 2] == 0.0 and np.all(batch.nll_offset[[0, 1, 3, 4], 2] != 0.0)
+
+
+def _one_column(values) -> Preprocessor:
+    return Preprocessor().fit(pd.DataFrame({"v": values}))
+
+
+def test_quantile_map_makes_a_skewed_column_standard_normal():
+    values = np.random.default_rng(0).lognormal(3.0, 1.2, 5000)
+    scaled = _one_column(values).transform(pd.DataFrame({"v": values})).numeric[:, 0]
+    assert abs(scaled.mean()) < 1e-3 and scaled.std() == pytest.approx(1.0, abs=1e-3)
+    # Close to normal, not just standardised: a lognormal's skewness (about 13 here)
+    # is nearly gone; 30 knots leave a little in the outermost segments.
+    assert abs(((scaled - scaled.mean()) ** 3).mean()) < 0.3
+    assert np.all(np.diff(scaled[np.argsort(values)]) >= 0)  # order is kept
+
+
+def test_values_beyond_the_training_range_stay_finite_and_ordered():
+    pre = _one_column(np.random.default_rng(1).normal(10, 2, 500))
+    probe = np.array([-1e300, -1e6, -50.0, 0.0, 10.0, 25.0, 100.0, 1e6, 1e300])
+    batch = pre.transform(pd.DataFrame({"v": probe}))
+    assert np.all(np.isfinite(batch.numeric)) and np.all(np.isfinite(batch.nll_offset))
+    assert np.all(np.diff(batch.numeric[:, 0]) > 0)
+    # Farther out is less dense: the offset (-log slope) grows in both tails.
+    offset = batch.nll_offset[:, 0]
+    assert offset[0] > offset[1] > offset[2] and offset[-1] > offset[-2] > offset[-3]
+
+
+def test_nll_offset_is_minus_the_log_slope_of_the_map():
+    """The change of variables the score relies on: exp(-offset) = d scaled / d value."""
+    pre = _one_column(np.random.default_rng(2).gamma(2.0, 3.0, 2000))
+    knots = np.asarray(pre.columns[0]["knots"])
+    probe = np.concatenate([(knots[:-1] + knots[1:]) / 2, [knots[-1] + 7.0, knots[0] - 3.0]])
+    h = 1e-4 * pre.columns[0]["spread"]
+    up, down = (pre.transform(pd.DataFrame({"v": probe + d})) for d in (h, -h))
+    slope = (up.numeric[:, 0].astype(np.float64) - down.numeric[:, 0]) / (2 * h)
+    offset = pre.transform(pd.DataFrame({"v": probe})).nll_offset[:, 0]
+    np.testing.assert_allclose(np.exp(-offset), slope, rtol=2e-2)
+
+
+def test_a_constant_column_maps_to_one_value_and_changes_stand_out():
+    pre = _one_column(np.full(300, 7.0))
+    batch = pre.transform(pd.DataFrame({"v": [7.0, 7.007, 8.0]}))
+    assert np.all(np.isfinite(batch.numeric))
+    assert batch.numeric[0, 0] < batch.numeric[1, 0] < batch.numeric[2, 0]
+    assert batch.numeric[2, 0] - batch.numeric[0, 0] > 5  # 1.0 is 140 x the 0.1% spread
+
+
+def test_a_format_1_column_state_still_encodes_with_asinh():
+    """Model files written before the quantile map keep scoring as they did."""
+    legacy = {"name": "v", "kind": "numeric", "median": 2.0, "spread": 4.0, "mean": 0.1,
+              "std": 0.5, "has_missing": False, "min": -5.0, "max": 9.0, "missing_rate": 0.0}
+    pre = Preprocessor.from_state({"max_levels": 100, "max_rare_levels": 5000,
+                                   "columns": [legacy], "ignored": {}})
+    batch = pre.transform(pd.DataFrame({"v": [2.0, 6.0, 1e9]}))
+    expected = (np.arcsinh((np.array([2.0, 6.0, 1e9]) - 2.0) / 4.0) - 0.1) / 0.5
+    np.testing.assert_allclose(batch.numeric[:, 0], expected, rtol=1e-6)
+    np.testing.assert_array_equal(batch.nll_offset, 0.0)
 
 
 def test_unseen_and_missing_categories_get_their_own_codes(fitted):

@@ -129,12 +129,17 @@ def test_report_without_a_scored_file_has_training_and_calibration(tiny_model):
 
 
 def test_points_beyond_the_clipped_range_are_counted(tiny_model, scored_csv, tmp_path):
+    def beyond(html: str) -> tuple[int, int]:
+        found = re.search(r"scored batch: (\d+) below, (\d+) above", html)
+        return int(found.group(1)), int(found.group(2))
+
+    below, above = beyond(render_report(tiny_model, scored_csv))
     frame = read_scored(scored_csv)
-    frame.loc[0, "anomaly_score"] = "1e6"
+    lowest = frame["anomaly_score"].astype(float).idxmin()  # inside the bulk before
+    frame.loc[lowest, "anomaly_score"] = "1e6"
     extreme = tmp_path / "extreme.csv"
     frame.to_csv(extreme, index=False)
-    html = render_report(tiny_model, extreme)
-    assert "scored batch: 0 below, 1 above" in html
+    assert beyond(render_report(tiny_model, extreme)) == (below, above + 1)
 
 
 def test_histogram_shares_bins_includes_the_threshold_and_uses_densities():

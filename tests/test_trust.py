@@ -90,6 +90,7 @@ def test_iwae_is_never_above_the_monte_carlo_negative_elbo_of_the_same_draws(tin
         z = reparameterize(mu, logvar, eps)
         nll = reconstruction_nll(model.decode(z), numeric, indicators, codes,
                                  model.config.category_sizes).total().double()
+        nll = nll + torch.from_numpy(batch.nll_offset.sum(-1))  # the change of variables
         log_q = (-0.5 * (math.log(2 * math.pi) + logvar + eps.pow(2))).sum(-1).double()
         log_p = (-0.5 * (math.log(2 * math.pi) + z.pow(2))).sum(-1).double()
     monte_carlo_elbo = (nll - log_p + log_q).mean(0).numpy()

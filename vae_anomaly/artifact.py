@@ -26,7 +26,7 @@ from .data import atomic_output
 from .errors import ModelFileError
 
 FORMAT_NAME = "vae-anomaly-model"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: quantile-mapped numeric columns (format 1 files still load)
 _METADATA_KEY = "vae_anomaly"
 _MAX_HEADER_BYTES = 100_000_000
 

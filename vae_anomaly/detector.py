@@ -357,7 +357,7 @@ def conformal_p_values(calibration_scores: np.ndarray, scores: np.ndarray) -> np
 
 def _subset(encoded: EncodedBatch, index) -> EncodedBatch:
     return EncodedBatch(encoded.numeric[index], encoded.indicators[index],
-                        encoded.categories[index])
+                        encoded.categories[index], encoded.nll_offset[index])
 
 
 def _tensors(encoded: EncodedBatch, index: np.ndarray, device) -> Tensors:

@@ -29,7 +29,9 @@ def with_typical_column(batch: EncodedBatch, typical: EncodedBatch, terms: TermC
                                            (batch.indicators, typical.indicators,
                                             terms.indicators),
                                            (batch.categories, typical.categories,
-                                            terms.categories)):
+                                            terms.categories),
+                                           (batch.nll_offset, typical.nll_offset,
+                                            terms.numeric)):
         block = values.copy()
         for position, owner in enumerate(owners):
             if owner == column:

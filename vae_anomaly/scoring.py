@@ -153,14 +153,17 @@ def _score_pass(model: TabularVAE, batch: EncodedBatch, row_ids: np.ndarray, sta
                                                   dtype=part.dtype)])
         return torch.from_numpy(part).to(device)
 
-    numeric, indicators, codes, rows = (padded(batch.numeric), padded(batch.indicators),
-                                        padded(batch.categories), padded(row_ids))
+    numeric, indicators, codes, offset, rows = (
+        padded(batch.numeric), padded(batch.indicators), padded(batch.categories),
+        padded(batch.nll_offset), padded(row_ids))
     eps = row_normals(seed, rows, samples, model.config.latent_dim, device)
     mu, logvar = model.encode(model.inputs(numeric, indicators, codes))
     z = reparameterize(mu, logvar, eps)
     terms = reconstruction_nll(model.decode(z), numeric, indicators, codes,
                                model.config.category_sizes)
-    reconstruction = terms.total().double()  # (K, n)
+    # (K, n); the offset turns densities of the scaled numbers into densities of the
+    # numbers themselves (a change of variables), the same for every draw.
+    reconstruction = terms.total().double() + offset.sum(-1)
     kl = gaussian_kl(mu, logvar).double()
     mean = reconstruction.mean(0)
     # log w_k = log p(x|z_k) + log p(z_k) - log q(z_k|x); the log(2 pi) terms cancel.

@@ -138,6 +138,158 @@ def winsor():
     refit_spread(choose)
     return {}
 
+def _quantile_knots(numbers, n_knots=1000):
+    """Unique training values (at most n_knots quantiles) and their normal scores,
+    from the mid-rank empirical CDF (ties share one score)."""
+    from scipy.stats import norm
+    x = np.sort(numbers)
+    n = len(x)
+    knots = np.unique(np.quantile(x, np.linspace(0, 1, min(n_knots, n))))
+    below = np.searchsorted(x, knots, side="left")
+    upto = np.searchsorted(x, knots, side="right")
+    cdf = np.clip((below + upto) / (2.0 * n), 0.5 / n, 1 - 0.5 / n)
+    return knots, norm.ppf(cdf)
+
+def _quantile_map(numbers, spec):
+    kx, kz = np.asarray(spec["qx"]), np.asarray(spec["qz"])
+    z = np.interp(numbers, kx, kz) if len(kx) > 1 else np.zeros_like(numbers)
+    with np.errstate(over="ignore", invalid="ignore"):
+        hi = np.arcsinh(np.clip((numbers - kx[-1]) / spec["tail"], 0, 1e15))
+        lo = np.arcsinh(np.clip((kx[0] - numbers) / spec["tail"], 0, 1e15))
+    return z + hi - lo
+
+@variant
+def quantile():
+    """Per column: map values to normal scores through the training quantiles; beyond the
+    training range continue with asinh of the excess in robust spreads."""
+    orig_fit = P._fit_numeric
+    def fit_numeric(values, name, missing):
+        spec = orig_fit(values, name, missing)
+        numbers = P._bounded(P.parse_numeric(values, name, "t")[~missing])
+        kx, kz = _quantile_knots(numbers, _N_KNOTS)
+        spec["qx"], spec["qz"], spec["tail"] = kx.tolist(), kz.tolist(), spec["spread"]
+        z = _quantile_map(numbers, spec)
+        std = float(z.std())
+        spec["mean"], spec["std"] = float(z.mean()), std if std > 1e-6 else 1.0
+        return spec
+    def encode_numeric(values, spec, source, first_row=0):
+        numbers = P._bounded(P.parse_numeric(values, spec["name"], source, first_row))
+        was_missing = np.isnan(numbers)
+        counts = {"missing": int(was_missing.sum()), "outside_range": 0}
+        numbers = np.where(was_missing, spec["median"], numbers)
+        scaled = (_quantile_map(numbers, spec) - spec["mean"]) / spec["std"]
+        return scaled.astype(np.float32), was_missing.astype(np.float32), counts
+    P._fit_numeric, P._encode_numeric = fit_numeric, encode_numeric
+    return {}
+
+@variant
+def sample():
+    """Marker: also report sample_data's ROC-AUC (fit train.csv, score new.csv, seed 0)."""
+    return {"_sample": True}
+
+def sample_auc(opts):
+    import pandas as pd
+    root = Path(__file__).resolve().parents[2] / "sample_data"
+    tr, new = pd.read_csv(root / "train.csv"), pd.read_csv(root / "new.csv")
+    det = VAEAnomalyDetector(seed=0, exclude=["transaction_id"], **opts).fit(tr)
+    s = det.score(new.drop(columns="label"))["anomaly_score"]
+    if JAC:
+        s = s + jacobian_penalty(det, new)
+    return roc_auc_score(new["label"], s)
+
+def _density_knots(numbers):
+    """A coarse equal-mass histogram of the column: unique edges and each segment's
+    log density (mid-rank masses, so tied values share their mass)."""
+    x = np.sort(numbers)
+    n = len(x)
+    m = int(np.clip(np.sqrt(n), 4, 64))
+    edges = np.unique(np.quantile(x, np.linspace(0, 1, m + 1)))
+    cdf = (np.searchsorted(x, edges, side="left") + np.searchsorted(x, edges, side="right")) / (2.0 * n)
+    if len(edges) < 2:
+        return edges, np.zeros(0)
+    mass = np.maximum(np.diff(cdf), 0.5 / n)
+    return edges, np.log(mass / np.diff(edges))
+
+def marginal_log_density(numbers, spec):
+    edges, logd = np.asarray(spec["dx"]), np.asarray(spec["dlog"])
+    if len(logd) == 0:
+        return np.zeros_like(numbers)
+    k = np.clip(np.searchsorted(edges, numbers, side="right") - 1, 0, len(logd) - 1)
+    inside = logd[k]
+    # exactly on an inner edge (tied values): the mean of both sides' densities
+    at = np.isin(numbers, edges[1:-1])
+    left = logd[np.clip(k - 1, 0, len(logd) - 1)]
+    inside = np.where(at, np.logaddexp(inside, left) - np.log(2), inside)
+    with np.errstate(over="ignore", invalid="ignore"):
+        u = np.clip(np.maximum(numbers - edges[-1], edges[0] - numbers), 0, 1e15) / spec["tail"]
+    return inside - 0.5 * np.log1p(u * u)
+
+JAC = {}
+@variant
+def jacobian():
+    """With quantile: score += sum over numeric cells of log phi(z) - log p_marginal(x),
+    so the score estimates -log p(x) in the data's own units (marginals times copula)."""
+    orig_fit = P._fit_numeric
+    def fit_numeric(values, name, missing):
+        spec = orig_fit(values, name, missing)
+        numbers = P._bounded(P.parse_numeric(values, name, "t")[~missing])
+        ex, lg = _density_knots(numbers)
+        spec["dx"], spec["dlog"] = ex.tolist(), lg.tolist()
+        return spec
+    P._fit_numeric = fit_numeric
+    JAC["on"] = True
+    return {}
+
+def jacobian_penalty(det, frame):
+    from scipy.stats import norm
+    pen = np.zeros(len(frame))
+    for spec in det.preprocessor_.columns:
+        if spec["kind"] != P.NUMERIC:
+            continue
+        numbers = np.asarray(frame[spec["name"]], dtype=np.float64)
+        ok = ~np.isnan(numbers)
+        x = numbers[ok]
+        if "fine" in JAC:
+            pen[ok] -= log_slope(x, spec)
+            continue
+        z = _quantile_map(x, spec)
+        pen[ok] += norm.logpdf(z) - marginal_log_density(x, spec)
+    return pen
+
+def log_slope(numbers, spec):
+    """log T'(x) of _quantile_map: the segment's slope inside the training range (at a
+    knot, the mean of both sides), the asinh tail's outside it."""
+    kx, kz = np.asarray(spec["qx"]), np.asarray(spec["qz"])
+    tail = spec["tail"]
+    slopes = np.concatenate([[1.0 / tail], np.diff(kz) / np.diff(kx), [1.0 / tail]])
+    right = np.searchsorted(kx, numbers, side="right")   # segment index into slopes
+    left = np.searchsorted(kx, numbers, side="left")
+    on_knot = right != left
+    slope = np.where(on_knot, 0.5 * (slopes[left] + slopes[right]), slopes[right])
+    with np.errstate(over="ignore", invalid="ignore"):
+        u = np.clip(np.maximum(numbers - kx[-1], kx[0] - numbers), 0, 1e15) / tail
+    outside = (numbers > kx[-1]) | (numbers < kx[0])
+    return np.where(outside, -np.log(tail) - 0.5 * np.log1p(u * u), np.log(slope))
+
+@variant
+def jacfine():
+    """With quantile: score -= sum over numeric cells of log T'(x) (the map's own slope)."""
+    JAC["fine"] = True
+    return {}
+
+@variant
+def knots100():
+    global _N_KNOTS
+    _N_KNOTS = 100
+    return {}
+_N_KNOTS = 1000
+def _set_knots(k):
+    global _N_KNOTS
+    _N_KNOTS = k
+    return {}
+for _k in (20, 30, 50, 200):
+    VARIANTS[f"knots{_k}"] = (lambda k: (lambda: _set_knots(k)))(_k)
+
 def run_one(data, seed, opts):
     n = opts.pop("_ensemble", 1)
     if opts.pop("_spike", False):
@@ -146,6 +298,8 @@ def run_one(data, seed, opts):
     for i in range(n):
         det = VAEAnomalyDetector(seed=seed * 100 + i, **opts).fit(data.train_typed)
         s = det.score(data.test_typed)["anomaly_score"].to_numpy()
+        if JAC:
+            s = s + jacobian_penalty(det, data.test_typed)
         scores.append(s)
     return np.mean(scores, axis=0) if n > 1 else scores[0]
 
@@ -163,6 +317,8 @@ def main():
         opts.update(VARIANTS[v]())
     out = {}
     t0 = time.time()
+    if opts.pop("_sample", False):
+        print(f"{a.variant} sample_data {sample_auc(dict(opts)):.4f}", flush=True)
     for name in a.datasets:
         raw, typed = Q.load_dataset(a.data_dir / f"{name}.csv.gz")
         aucs = []
