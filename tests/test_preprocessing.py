@@ -173,3 +173,19 @@ def test_many_levels_are_capped_and_rare_ones_become_other():
 def test_validation_size_keeps_enough_rows_to_place_the_threshold(rows, held_out):
     from vae_anomaly.detector import validation_size
     assert validation_size(rows, 0.1) == held_out
+
+
+def test_held_out_rows_take_no_part_in_the_scaling_or_the_levels():
+    """They calibrate the threshold, so they must be as new to the fit as tomorrow's rows."""
+    from vae_anomaly import VAEAnomalyDetector
+
+    frame = make_records(300)
+    detector = VAEAnomalyDetector(seed=3, epochs=2, exclude=["id"]).fit(frame)
+    train_index, val_index = detector._split(len(frame))
+    alone = Preprocessor().fit(frame.iloc[train_index], exclude=["id"])
+    learned = ("median", "spread", "knots", "knot_scores", "mean", "std", "levels")
+    for fitted_column, alone_column in zip(detector.preprocessor_.columns, alone.columns):
+        assert ({k: fitted_column.get(k) for k in learned}
+                == {k: alone_column.get(k) for k in learned})
+    everything = Preprocessor().fit(frame, exclude=["id"])
+    assert everything.columns[0]["knots"] != detector.preprocessor_.columns[0]["knots"]

@@ -106,10 +106,13 @@ class VAEAnomalyDetector:
             raise InputError(f"{source} has {frame.num_rows} row(s); fit needs at least "
                              f"{MIN_TRAINING_ROWS} rows of normal records")
         device = resolve_device(self.device)
-        self.preprocessor_ = Preprocessor().fit(frame, categorical=self.categorical,
-                                                exclude=self.exclude, source=source)
-        encoded = self.preprocessor_.transform(frame, source=source)
         train_index, val_index = self._split(frame.num_rows)
+        # Held-out rows calibrate the threshold, so nothing may be fitted on them, the
+        # scaling included: the quantile map's density would favour its own rows.
+        self.preprocessor_ = Preprocessor().fit(frame, categorical=self.categorical,
+                                                exclude=self.exclude, source=source,
+                                                rows=train_index)
+        encoded = self.preprocessor_.transform(frame, source=source)
         torch.manual_seed(self.seed)
         layout = self.preprocessor_.layout
         self.config_ = VAEConfig.sized_for(layout.n_numeric, layout.n_indicators,

@@ -98,8 +98,13 @@ class Preprocessor:
 
     # ----- fitting -----------------------------------------------------------------
     def fit(self, frame: pd.DataFrame | pa.Table, *, categorical=(), exclude=(),
-            source: str = "training data") -> Preprocessor:
-        """Choose column kinds and learn the scaling and levels from ``frame``."""
+            source: str = "training data", rows: np.ndarray | None = None) -> Preprocessor:
+        """Choose column kinds and learn the scaling and levels from ``frame``.
+
+        With ``rows`` (positions), scaling and levels come from those rows only (the
+        detector keeps its held-out rows out); kinds and bad values are still judged on
+        every row, so errors name the row of the file.
+        """
         table = to_arrow(frame)
         _check_named_columns(table, list(categorical) + list(exclude), source)
         self.columns, self.ignored, self.notes = [], {}, []
@@ -107,7 +112,7 @@ class Preprocessor:
             if name in exclude:
                 self.ignored[name] = "excluded with --exclude"
                 continue
-            spec = self._fit_column(table.column(name), name, name in categorical)
+            spec = self._fit_column(table.column(name), name, name in categorical, rows)
             if spec is not None:
                 self.columns.append(spec)
         if not self.columns:
@@ -115,23 +120,21 @@ class Preprocessor:
                              "keep at least one column")
         return self
 
-    def _fit_column(self, values: pa.ChunkedArray, name: str,
-                    force_categorical: bool) -> dict | None:
+    def _fit_column(self, values: pa.ChunkedArray, name: str, force_categorical: bool,
+                    rows: np.ndarray | None) -> dict | None:
         missing = missing_mask(values)
         if missing.all():
             self._ignore(name, "it is empty in every row")
             return None
+        learn = _cells_to_learn_from(missing, rows)
         if not force_categorical and looks_numeric(values):
-            return _fit_numeric(values, name, missing)
-        counted = pc.value_counts(category_text(values).drop_null())
-        levels = pd.Series(counted.field("counts").to_numpy(),
-                           index=counted.field("values").to_pylist())
-        if not force_categorical and len(levels) == (~missing).sum() and len(levels) >= 20:
+            return _fit_numeric(values, name, missing, learn)
+        if not force_categorical and len(_level_counts(values)) == (~missing).sum() >= 20:
             self._ignore(name, "it has a distinct value in every row, so it looks like an id "
                                f"(pass --categorical {name} to use it)")
             return None
-        return _fit_categorical(name, levels, self.max_levels, self.max_rare_levels,
-                                float(missing.mean()))
+        return _fit_categorical(name, _level_counts(values.filter(pa.array(learn))),
+                                self.max_levels, self.max_rare_levels, float(missing.mean()))
 
     def _ignore(self, name: str, reason: str) -> None:
         self.ignored[name] = reason
@@ -234,8 +237,28 @@ def _missing_columns_message(absent: list[str], source: str) -> str:
     return f"columns {names} are missing from {source} (the model was trained with them)"
 
 
-def _fit_numeric(values: pa.ChunkedArray, name: str, missing: np.ndarray) -> dict:
-    numbers = _bounded(parse_numeric(values, name, "the training data")[~missing])
+def _cells_to_learn_from(missing: np.ndarray, rows: np.ndarray | None) -> np.ndarray:
+    """The non-missing cells among ``rows`` (all rows if None, or if none of ``rows``
+    has a value)."""
+    learn = ~missing
+    if rows is not None:
+        chosen = np.zeros(len(missing), dtype=bool)
+        chosen[rows] = True
+        if (learn & chosen).any():
+            learn &= chosen
+    return learn
+
+
+def _level_counts(values: pa.ChunkedArray) -> pd.Series:
+    counted = pc.value_counts(category_text(values).drop_null())
+    return pd.Series(counted.field("counts").to_numpy(),
+                     index=counted.field("values").to_pylist())
+
+
+def _fit_numeric(values: pa.ChunkedArray, name: str, missing: np.ndarray,
+                 learn: np.ndarray) -> dict:
+    # Every cell is parsed, so a bad value is reported at its row of the file.
+    numbers = _bounded(parse_numeric(values, name, "the training data"))[learn]
     median = float(np.median(numbers))
     q25, q75 = np.percentile(numbers, [25, 75])
     spread = float(q75 - q25) / 1.349  # IQR of a unit normal is 1.349

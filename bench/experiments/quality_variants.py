@@ -1,6 +1,11 @@
 """Quality experiments (monkeypatched variants of the defaults on bench/quality.py's splits):
     python bench/experiments/quality_variants.py DATA_DIR VARIANT[+VARIANT...] [--datasets ...]
-Not part of the product; results are in docs/benchmarks.md."""
+Not part of the product; results are in docs/benchmarks.md.
+
+The variants patch the preprocessing of commit b3b46ab (asinh scaling) and were run
+there; check that commit out (e.g. `git worktree add /tmp/b3b46ab b3b46ab`) to run
+them again. `knots30+quantile+jacfine` is what the product does since 18c2e58, so on
+today's code `base` measures it."""
 import argparse, json, sys, time
 from pathlib import Path
 import numpy as np, torch
