@@ -153,17 +153,14 @@ def _score_pass(model: TabularVAE, batch: EncodedBatch, row_ids: np.ndarray, sta
                                                   dtype=part.dtype)])
         return torch.from_numpy(part).to(device)
 
-    numeric, indicators, codes, offset, rows = (
-        padded(batch.numeric), padded(batch.indicators), padded(batch.categories),
-        padded(batch.nll_offset), padded(row_ids))
+    numeric, indicators, codes, rows = (padded(batch.numeric), padded(batch.indicators),
+                                        padded(batch.categories), padded(row_ids))
     eps = row_normals(seed, rows, samples, model.config.latent_dim, device)
     mu, logvar = model.encode(model.inputs(numeric, indicators, codes))
     z = reparameterize(mu, logvar, eps)
     terms = reconstruction_nll(model.decode(z), numeric, indicators, codes,
                                model.config.category_sizes)
-    # (K, n); the offset turns densities of the scaled numbers into densities of the
-    # numbers themselves (a change of variables), the same for every draw.
-    reconstruction = terms.total().double() + offset.sum(-1)
+    reconstruction = terms.total().double()  # (K, n)
     kl = gaussian_kl(mu, logvar).double()
     mean = reconstruction.mean(0)
     # log w_k = log p(x|z_k) + log p(z_k) - log q(z_k|x); the log(2 pi) terms cancel.
@@ -171,8 +168,13 @@ def _score_pass(model: TabularVAE, batch: EncodedBatch, row_ids: np.ndarray, sta
     log_weights = -reconstruction + log_prior_ratio
     iwae = -(torch.logsumexp(log_weights, 0) - math.log(samples))
     std_error, iwae_std_error = _standard_errors(reconstruction, log_weights, samples)
-    return tuple(t[:n].cpu().numpy() for t in (mean + kl, mean, kl, std_error, iwae,
-                                               iwae_std_error))
+    mean, kl, std_error, iwae, iwae_std_error = (
+        t[:n].cpu().numpy() for t in (mean, kl, std_error, iwae, iwae_std_error))
+    # The offset turns densities of the scaled numbers into densities of the numbers
+    # themselves (a change of variables). It is the same for every draw, so it shifts
+    # the ELBO and the IWAE alike and leaves their standard errors as they are.
+    offset = batch.nll_offset[start:start + n].sum(-1)
+    return (mean + offset + kl, mean + offset, kl, std_error, iwae + offset, iwae_std_error)
 
 
 def _standard_errors(reconstruction: torch.Tensor, log_weights: torch.Tensor,
