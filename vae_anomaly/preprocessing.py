@@ -274,7 +274,7 @@ def _fit_numeric(values: pa.ChunkedArray, name: str, missing: np.ndarray,
             "mean": 0.0, "std": 1.0, "has_missing": bool(missing.any()),
             "min": float(numbers.min()), "max": float(numbers.max()),
             "missing_rate": float(missing.mean())}
-    mapped = _normal_scores(numbers, spec)
+    mapped = _quantile_map(numbers, spec)[0]
     std = float(mapped.std())
     spec["mean"], spec["std"] = float(mapped.mean()), std if std > 1e-6 else 1.0
     return spec
@@ -301,24 +301,40 @@ def _quantile_knots(numbers: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return knots, special.ndtri(cdf)
 
 
-def _normal_scores(numbers: np.ndarray, spec: dict) -> np.ndarray:
-    """The quantile map: linear between knots; beyond the end knots, asinh of the
-    excess in robust spreads, so values far outside the training range stay ordered."""
+def _quantile_map(numbers: np.ndarray, spec: dict) -> tuple[np.ndarray, np.ndarray]:
+    """The map to normal scores and the log of its slope, for each number.
+
+    Between knots the map is linear, and its slope is the segment's (on a knot, the
+    mean of the slopes either side). Beyond the end knots it goes on as asinh of the
+    excess in robust spreads, so far-out values stay finite and ordered. Each number's
+    segment is looked up once; the slopes are worked in logs, so knots or spreads as
+    small as 1e-320 cannot overflow them.
+    """
     knots, scores = np.asarray(spec["knots"]), np.asarray(spec["knot_scores"])
-    return _interpolate(numbers, knots, scores) + np.arcsinh(_excess(numbers, knots,
-                                                                     spec["spread"]))
-
-
-def _interpolate(numbers: np.ndarray, knots: np.ndarray, scores: np.ndarray) -> np.ndarray:
-    """Like np.interp, but through the fraction of each segment covered, which stays
-    finite when two knots are as close as 1e-323 (np.interp's slope overflows there)."""
-    if len(knots) == 1:
-        return np.full(numbers.shape, scores[0])
-    segment = np.clip(np.searchsorted(knots, numbers, side="right") - 1, 0, len(knots) - 2)
-    start, width = knots[segment], knots[segment + 1] - knots[segment]
-    with np.errstate(invalid="ignore"):
-        covered = np.clip((numbers - start) / width, 0.0, 1.0)
-    return scores[segment] + covered * (scores[segment + 1] - scores[segment])
+    log_edge = -np.log(spec["spread"])
+    if len(knots) == 1:  # a constant column: only the tails
+        mapped, log_slope = np.full(numbers.shape, scores[0]), np.full(numbers.shape, log_edge)
+    else:
+        right = np.searchsorted(knots, numbers, side="right")  # 0 below the range, len above
+        segment = np.clip(right - 1, 0, len(knots) - 2)
+        start, width = knots[segment], knots[segment + 1] - knots[segment]
+        with np.errstate(invalid="ignore"):
+            # The covered fraction, not np.interp's slope, which overflows for knots
+            # 1e-323 apart.
+            covered = np.clip((numbers - start) / width, 0.0, 1.0)
+        mapped = scores[segment] + covered * (scores[segment + 1] - scores[segment])
+        log_slopes = np.concatenate([[log_edge], np.log(np.diff(scores)) - np.log(np.diff(knots)),
+                                     [log_edge]])  # below the range, each segment, above it
+        log_slope = log_slopes[right]
+        on_knot = np.flatnonzero((right > 0) & (knots[np.maximum(right - 1, 0)] == numbers))
+        log_slope[on_knot] = np.logaddexp(log_slopes[right[on_knot] - 1],
+                                          log_slopes[right[on_knot]]) - np.log(2.0)
+    # Only values outside the training range have a tail part (most have none).
+    outside = np.flatnonzero((numbers < knots[0]) | (numbers > knots[-1]))
+    excess = _excess(numbers[outside], knots, spec["spread"])
+    mapped[outside] += np.arcsinh(excess)
+    log_slope[outside] -= 0.5 * np.log1p(excess * excess)
+    return mapped, log_slope
 
 
 def _excess(numbers: np.ndarray, knots: np.ndarray, spread: float) -> np.ndarray:
@@ -329,31 +345,14 @@ def _excess(numbers: np.ndarray, knots: np.ndarray, spread: float) -> np.ndarray
     return above - below
 
 
-def _log_slope(numbers: np.ndarray, spec: dict) -> np.ndarray:
-    """log of the quantile map's derivative: a segment's slope inside the training range
-    (on a knot, the mean of the slopes either side), the asinh tail's outside it.
-    Worked in logs, so knots or spreads as small as 1e-320 cannot overflow it."""
-    knots, scores = np.asarray(spec["knots"]), np.asarray(spec["knot_scores"])
-    log_edge = -np.log(spec["spread"])
-    log_slopes = np.concatenate([[log_edge], np.log(np.diff(scores)) - np.log(np.diff(knots)),
-                                 [log_edge]])
-    right = np.searchsorted(knots, numbers, side="right")  # the segment each value is in
-    left = np.searchsorted(knots, numbers, side="left")
-    on_knot = np.logaddexp(log_slopes[left], log_slopes[right]) - np.log(2.0)
-    log_slope = np.where(right != left, on_knot, log_slopes[right])
-    excess = _excess(numbers, knots, spec["spread"])
-    return log_slope - 0.5 * np.log1p(excess * excess)
-
-
 def _scale(numbers: np.ndarray, spec: dict) -> tuple[np.ndarray, np.ndarray]:
     """The model's input for each number and its NLL offset (-log of d input / d number)."""
     if "knots" not in spec:  # model files of format 1: asinh of robust-standardised values
         with np.errstate(over="ignore", invalid="ignore"):
             scaled = (_compress(numbers, spec["median"], spec["spread"]) - spec["mean"]) / spec["std"]
         return scaled, np.zeros_like(scaled)
-    with np.errstate(over="ignore", invalid="ignore"):
-        scaled = (_normal_scores(numbers, spec) - spec["mean"]) / spec["std"]
-    return scaled, np.log(spec["std"]) - _log_slope(numbers, spec)
+    mapped, log_slope = _quantile_map(numbers, spec)
+    return (mapped - spec["mean"]) / spec["std"], np.log(spec["std"]) - log_slope
 
 
 def _compress(numbers: np.ndarray, median: float, spread: float) -> np.ndarray:

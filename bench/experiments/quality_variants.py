@@ -3,8 +3,9 @@
 Not part of the product; results are in docs/benchmarks.md.
 
 The variants patch the preprocessing of commit b3b46ab (asinh scaling) and were run
-there; check that commit out (e.g. `git worktree add /tmp/b3b46ab b3b46ab`) to run
-them again. `knots30+quantile+jacfine` is what the product does since 18c2e58, so on
+against it; to run them again, put that commit's package first on the path:
+    git worktree add /tmp/b3b46ab b3b46ab
+    PYTHONPATH=/tmp/b3b46ab python bench/experiments/quality_variants.py DATA_DIR VARIANT `knots30+quantile+jacfine` is what the product does since 18c2e58, so on
 today's code `base` measures it."""
 import argparse, json, sys, time
 from pathlib import Path
