@@ -129,12 +129,15 @@ class Preprocessor:
         learn = _cells_to_learn_from(missing, rows)
         if not force_categorical and looks_numeric(values):
             return _fit_numeric(values, name, missing, learn)
-        if not force_categorical and len(_level_counts(values)) == (~missing).sum() >= 20:
+        levels = _level_counts(values)
+        if not force_categorical and len(levels) == (~missing).sum() >= 20:
             self._ignore(name, "it has a distinct value in every row, so it looks like an id "
                                f"(pass --categorical {name} to use it)")
             return None
-        return _fit_categorical(name, _level_counts(values.filter(pa.array(learn))),
-                                self.max_levels, self.max_rare_levels, float(missing.mean()))
+        if rows is not None:  # the levels of the training rows only
+            levels = _level_counts(values.filter(pa.array(learn)))
+        return _fit_categorical(name, levels, self.max_levels, self.max_rare_levels,
+                                float(missing.mean()))
 
     def _ignore(self, name: str, reason: str) -> None:
         self.ignored[name] = reason
