@@ -1,13 +1,15 @@
-"""End to end on sample_data with default settings, through the CLI."""
+"""End to end: sample_data with default settings through the CLI, and whole fits on shaped data."""
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 from typer.testing import CliRunner
 
 from conftest import SAMPLE_DATA
+from vae_anomaly import VAEAnomalyDetector
 from vae_anomaly.cli import app
 
 runner = CliRunner()
@@ -48,10 +50,6 @@ def test_a_value_in_the_empty_middle_of_its_column_scores_above_its_two_modes():
     """The score is a density in the column's own units: the quantile map squeezes the
     empty gap of a two-humped column next to the median, and the map's slope (the
     change of variables) is what still tells the gap apart."""
-    import numpy as np
-
-    from vae_anomaly import VAEAnomalyDetector
-
     rng = np.random.default_rng(0)
     humps = np.concatenate([rng.normal(-3, 0.5, 400), rng.normal(3, 0.5, 400)])
     train = pd.DataFrame({"v": humps, "w": rng.normal(size=800)})

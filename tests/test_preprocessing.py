@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from conftest import make_records
+from vae_anomaly import VAEAnomalyDetector
 from vae_anomaly.data import read_table
 from vae_anomaly.errors import InputError
 from vae_anomaly.preprocessing import MISSING_CODE, UNKNOWN_CODE, Preprocessor
@@ -177,8 +178,6 @@ def test_validation_size_keeps_enough_rows_to_place_the_threshold(rows, held_out
 
 def test_held_out_rows_take_no_part_in_the_scaling_or_the_levels():
     """They calibrate the threshold, so they must be as new to the fit as tomorrow's rows."""
-    from vae_anomaly import VAEAnomalyDetector
-
     frame = make_records(300)
     detector = VAEAnomalyDetector(seed=3, epochs=2, exclude=["id"]).fit(frame)
     train_index, val_index = detector._split(len(frame))
