@@ -184,6 +184,7 @@ def test_fit_reports_notes_and_a_summary(work):
     assert result.exit_code == 0, result.output
     assert "Note: column `id` is ignored: it has a distinct value in every row" in result.stderr
     assert "Trained on 280 rows (120 held out) for 2 epochs" in result.stderr
+    assert "from 360 held-out scores (2 calibration fits); saved" in result.stderr
     assert result.stdout == ""
 
 

@@ -11,6 +11,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import platform
 import time
@@ -32,10 +33,17 @@ from .health import HealthMonitor
 from .model import TabularVAE, VAEConfig
 from .preprocessing import EncodedBatch, Preprocessor
 from .scoring import DEFAULT_SAMPLES, MAX_SAMPLES, ScoreParts, score_rows
-from .training import Tensors, TrainingCallback, TrainingConfig, train
+from .training import (EpochStats, Tensors, TrainingCallback, TrainingConfig,
+                       TrainingResult, train)
 
 MIN_TRAINING_ROWS = 10
 MIN_CALIBRATION_ROWS = 200
+# A 1% threshold set on 200 held-out scores is their 2nd largest, and the false-positive
+# rate it gives swings from 0.1% to 4% between refits. Small files therefore get up to
+# MAX_CALIBRATION_FITS extra fits, each holding out other rows, until about
+# CALIBRATION_TARGET_ROWS held-out scores set the threshold (docs/method.md).
+CALIBRATION_TARGET_ROWS = 1000
+MAX_CALIBRATION_FITS = 4
 SCORE_COLUMNS = ("anomaly_score", "is_anomaly", "p_value", "reconstruction_nll", "kl_divergence",
                  "score_std_error")
 EXPLANATION_COLUMN = "top_columns"
@@ -65,6 +73,10 @@ class FitSummary:
     seconds: float
     device: str
     history: list[dict]
+    # Rows whose held-out scores set the threshold: the validation rows, plus those of
+    # the extra calibration fits on small files (0 = model files from before them).
+    calibration_rows: int = 0
+    calibration_fits: int = 0
 
 
 class VAEAnomalyDetector:
@@ -79,7 +91,7 @@ class VAEAnomalyDetector:
                  samples: int = DEFAULT_SAMPLES, validation_fraction: float = 0.1,
                  learning_rate: float | None = None, categorical: Sequence[str] = (),
                  exclude: Sequence[str] = (), score_kind: str = "elbo", device: str = "auto",
-                 seed: int = 0):
+                 seed: int = 0, calibration_fits: int = MAX_CALIBRATION_FITS):
         self.latent_dim = latent_dim
         self.epochs = epochs
         self.batch_size = batch_size
@@ -93,6 +105,7 @@ class VAEAnomalyDetector:
         self.score_kind = score_kind
         self.device = device
         self.seed = seed
+        self.calibration_fits = calibration_fits
         self.callbacks: list[TrainingCallback] = []
 
     # ----- fitting -----------------------------------------------------------------
@@ -107,32 +120,56 @@ class VAEAnomalyDetector:
                              f"{MIN_TRAINING_ROWS} rows of normal records")
         device = resolve_device(self.device)
         train_index, val_index = self._split(frame.num_rows)
-        # Held-out rows calibrate the threshold, so nothing may be fitted on them, the
-        # scaling included: the quantile map's density would favour its own rows.
-        self.preprocessor_ = Preprocessor().fit(frame, categorical=self.categorical,
-                                                exclude=self.exclude, source=source,
-                                                rows=train_index)
-        encoded = self.preprocessor_.transform(frame, source=source)
-        torch.manual_seed(self.seed)
-        layout = self.preprocessor_.layout
-        self.config_ = VAEConfig.sized_for(layout.n_numeric, layout.n_indicators,
-                                           layout.category_sizes, self.latent_dim)
-        self.model_ = TabularVAE(self.config_).to(device)
-        generator = torch.Generator(device=device).manual_seed(self.seed)
-        result = train(self.model_, _tensors(encoded, train_index, device),
-                       _tensors(encoded, val_index, device), self._training_config(),
-                       generator, self.callbacks)
-        # Validation rows keep their row ids, so these scores equal what `score` gives them.
-        val_scores = self._score_encoded(_subset(encoded, val_index), val_index, self.samples,
-                                         self.seed, device)
-        self.model_.cpu()
-        self.calibration_scores_ = {kind: np.sort(val_scores.score(kind)) for kind in SCORE_KINDS}
+        folds = calibration_folds(train_index, val_index, self.seed, self.calibration_fits)
+        self.preprocessor_, self.model_, result, val_scores = self._fit_on(
+            frame, train_index, val_index, self.seed, device,
+            self._labelled_callbacks(0, len(folds)), source)
+        self.config_ = self.model_.config
+        calibration = [val_scores]
+        for fold, (fold_train, fold_val) in enumerate(folds, start=1):
+            calibration.append(self._fit_on(
+                frame, fold_train, fold_val, _fold_seed(self.seed, fold), device,
+                self._labelled_callbacks(fold, len(folds)), source)[-1])
+        self.calibration_scores_ = {
+            kind: np.sort(np.concatenate([parts.score(kind) for parts in calibration]))
+            for kind in SCORE_KINDS}
         self.summary_ = FitSummary(
             rows=frame.num_rows, train_rows=len(train_index), validation_rows=len(val_index),
             epochs_run=len(result.history), best_epoch=result.best_epoch,
             stopped_early=result.stopped_early, seconds=time.perf_counter() - started,
-            device=str(device), history=[s.to_dict() for s in result.history])
+            device=str(device), history=[s.to_dict() for s in result.history],
+            calibration_rows=sum(len(parts) for parts in calibration),
+            calibration_fits=len(calibration) - 1)
         return self
+
+    def _labelled_callbacks(self, fit: int, calibration_fits: int) -> list[TrainingCallback]:
+        """The callbacks, told which fit each epoch belongs to (0: the model's own)."""
+        return [_FitLabel(callback, fit, calibration_fits) for callback in self.callbacks]
+
+    def _fit_on(self, frame: pa.Table, train_index: np.ndarray, val_index: np.ndarray, seed: int,
+                device, callbacks: Sequence[TrainingCallback], source: str
+                ) -> tuple[Preprocessor, TabularVAE, TrainingResult, ScoreParts]:
+        """Preprocessor and network learned from ``train_index`` (training stops early on
+        ``val_index``), and the scores of the ``val_index`` rows: the model on the CPU."""
+        # Held-out rows calibrate the threshold, so nothing may be fitted on them, the
+        # scaling included: the quantile map's density would favour its own rows.
+        preprocessor = Preprocessor().fit(frame, categorical=self.categorical,
+                                          exclude=self.exclude, source=source, rows=train_index)
+        encoded = preprocessor.transform(frame, source=source)
+        torch.manual_seed(seed)
+        layout = preprocessor.layout
+        config = VAEConfig.sized_for(layout.n_numeric, layout.n_indicators,
+                                     layout.category_sizes, self.latent_dim)
+        model = TabularVAE(config).to(device)
+        generator = torch.Generator(device=device).manual_seed(seed)
+        result = train(model, _tensors(encoded, train_index, device),
+                       _tensors(encoded, val_index, device), self._training_config(),
+                       generator, callbacks)
+        # Held-out rows keep their row ids and the scoring seed, so these scores equal
+        # what `score` gives them.
+        val_scores = score_rows(model, _subset(encoded, val_index), val_index,
+                                samples=self.samples, seed=self.seed, device=device)
+        return preprocessor, model.cpu(), result, val_scores
 
     def _check_params(self) -> None:
         checks = [
@@ -145,6 +182,8 @@ class VAEAnomalyDetector:
             (self.beta >= 0, f"--beta must be zero or more (got {self.beta})"),
             (0 < self.validation_fraction < 1, "the validation fraction must be between 0 and 1"),
             (self.epochs is None or self.epochs >= 1, "--epochs must be at least 1"),
+            (0 <= self.calibration_fits <= 100,
+             f"--calibration-fits must be between 0 and 100 (got {self.calibration_fits})"),
             (self.batch_size is None or self.batch_size >= 1, "--batch-size must be at least 1"),
             (self.latent_dim is None or 1 <= self.latent_dim <= 1024,
              f"--latent-dim must be between 1 and 1024 (got {self.latent_dim})"),
@@ -294,7 +333,7 @@ class VAEAnomalyDetector:
         return {name: getattr(self, name) for name in (
             "latent_dim", "epochs", "batch_size", "beta", "fpr", "samples",
             "validation_fraction", "learning_rate", "categorical", "exclude", "score_kind",
-            "device", "seed")}
+            "device", "seed", "calibration_fits")}
 
 
 def load(path) -> VAEAnomalyDetector:
@@ -338,6 +377,53 @@ def validation_size(n: int, fraction: float) -> int:
     place a 99th percentile."""
     wanted = max(round(n * fraction), min(MIN_CALIBRATION_ROWS, round(n * 0.3)))
     return int(min(n - 1, max(1, wanted)))
+
+
+class _FitLabel:
+    """Passes epochs on to ``callback`` marked with the fit they belong to."""
+
+    def __init__(self, callback: TrainingCallback, fit: int, calibration_fits: int):
+        self.callback, self.fit, self.calibration_fits = callback, fit, calibration_fits
+
+    def on_epoch_end(self, stats: EpochStats) -> None:
+        self.callback.on_epoch_end(dataclasses.replace(
+            stats, fit=self.fit, calibration_fits=self.calibration_fits))
+
+
+def calibration_source(training: dict) -> str:
+    """Where a model's threshold came from, in words, from its ``training`` summary
+    (model files from before the calibration fits lack the counts)."""
+    rows = training.get("calibration_rows") or training["validation_rows"]
+    fits = training.get("calibration_fits", 0)
+    return f"set on {rows} held-out scores" + (f" from {fits + 1} fits" if fits else "")
+
+
+def calibration_folds(train_index: np.ndarray, val_index: np.ndarray, seed: int,
+                      most: int = MAX_CALIBRATION_FITS) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(training rows, held-out rows) of each extra calibration fit.
+
+    Each fit holds out a fresh block of the main fit's training rows, as large as
+    its validation set, and trains on all the other rows: the same number of
+    rows as the main fit. Fits are added until about CALIBRATION_TARGET_ROWS
+    rows have been held out once each, ``most`` fits at most.
+    """
+    block = len(val_index)
+    if block == 0 or block >= CALIBRATION_TARGET_ROWS:
+        return []
+    wanted = math.ceil((CALIBRATION_TARGET_ROWS - block) / block)
+    fits = min(most, wanted, len(train_index) // block)
+    order = np.random.default_rng([seed, 1]).permutation(train_index)
+    folds = []
+    for fold in range(fits):
+        held_out = np.sort(order[fold * block:(fold + 1) * block])
+        rest = np.sort(np.concatenate([np.setdiff1d(train_index, held_out), val_index]))
+        folds.append((rest, held_out))
+    return folds
+
+
+def _fold_seed(seed: int, fold: int) -> int:
+    """A training seed for calibration fit ``fold``, independent of the main fit's."""
+    return int(np.random.SeedSequence([seed, fold]).generate_state(1, dtype=np.uint64)[0] >> 1)
 
 
 def threshold_at(calibration_scores: np.ndarray, fpr: float) -> float:

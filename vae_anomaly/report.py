@@ -22,7 +22,8 @@ import pandas as pd
 
 from .api import describe_model
 from .data import atomic_output, read_table
-from .detector import EXPLANATION_COLUMN, SCORE_COLUMNS, VAEAnomalyDetector, load
+from .detector import (EXPLANATION_COLUMN, SCORE_COLUMNS, VAEAnomalyDetector, calibration_source,
+                       load)
 from .errors import InputError
 
 TRAIN_COLOUR, VALIDATION_COLOUR = "#3b6fb6", "#e07b39"
@@ -138,7 +139,7 @@ def _model_section(info: dict, detector: VAEAnomalyDetector, scored_path,
         "Created": info["created"],
         "Score": f"{detector.score_kind} (negative ELBO)" if detector.score_kind == "elbo"
         else f"{detector.score_kind} (importance-weighted bound)",
-        "Threshold": f"{info['threshold']:.6g}",
+        "Threshold": f"{info['threshold']:.6g} ({calibration_source(training)})",
         "Target false-positive rate": f"{info['fpr']:.3g}",
         "Training rows": f"{training['train_rows']} + {training['validation_rows']} held out",
         "Epochs": f"{training['epochs_run']} run, best {training['best_epoch']}"

@@ -54,6 +54,9 @@ class ScoreParts:
     def empty(cls) -> ScoreParts:
         return cls(*(np.zeros(0) for _ in range(6)))
 
+    def __len__(self) -> int:
+        return len(self.elbo)
+
     def score(self, kind: str) -> np.ndarray:
         """The anomaly score of ``kind``: 'elbo' or 'iwae'."""
         return {"elbo": self.elbo, "iwae": self.iwae}[kind]

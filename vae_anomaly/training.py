@@ -92,6 +92,10 @@ class EpochStats:
     val_reconstruction: float
     val_kl: float
     seconds: float
+    # Which fit of a model this epoch belongs to: 0 is the model's own; 1 to
+    # ``calibration_fits`` are the extra fits that help set its threshold.
+    fit: int = 0
+    calibration_fits: int = 0
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -296,6 +296,25 @@ def _set_knots(k):
 for _k in (20, 30, 50, 200):
     VARIANTS[f"knots{_k}"] = (lambda k: (lambda: _set_knots(k)))(_k)
 
+def _adamw(decay):
+    """Adam with decoupled weight decay ``decay`` (AdamW) instead of plain Adam."""
+    import vae_anomaly.training as T
+    def training_step(model, config, batch_size, device):
+        optimiser = torch.optim.AdamW(model.parameters(), lr=0.0, weight_decay=decay)
+        return T.TrainingStep(model, optimiser, config, device)
+    T.training_step = training_step
+    return {}
+for _d in ("1e-4", "1e-3", "1e-2", "1e-1"):
+    VARIANTS[f"wd{_d}"] = (lambda d: (lambda: _adamw(float(d))))(_d)
+
+def _patience(n):
+    import dataclasses
+    orig = VAEAnomalyDetector._training_config
+    VAEAnomalyDetector._training_config = lambda self: dataclasses.replace(orig(self), patience=n)
+    return {}
+for _p in (5, 30, 60):
+    VARIANTS[f"patience{_p}"] = (lambda n: (lambda: _patience(n)))(_p)
+
 def run_one(data, seed, opts):
     n = opts.pop("_ensemble", 1)
     if opts.pop("_spike", False):
