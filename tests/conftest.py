@@ -14,7 +14,9 @@ from vae_anomaly.api import fit_file
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE_DATA = ROOT / "sample_data"
-FAST_FIT = {"epochs": 15, "seed": 0}
+# Without the extra calibration fits, which only set the threshold: tests of them
+# are in test_trust.py.
+FAST_FIT = {"epochs": 15, "seed": 0, "calibration_fits": 0}
 
 
 def make_records(n: int, seed: int = 0, first_id: int = 0) -> pd.DataFrame:
@@ -54,14 +56,16 @@ def tiny_model(tiny_dir) -> Path:
 
 @pytest.fixture(scope="session")
 def sample_model(tmp_path_factory) -> Path:
-    """sample_data/train.csv fitted once through the CLI with default settings."""
+    """sample_data/train.csv fitted once through the CLI with default settings, but
+    for the extra calibration fits (they would triple the suite's longest fit)."""
     from typer.testing import CliRunner
 
     from vae_anomaly.cli import app
 
     model = tmp_path_factory.mktemp("sample") / "model.vae"
     result = CliRunner().invoke(app, ["fit", str(SAMPLE_DATA / "train.csv"), "--model",
-                                      str(model), "--seed", "0", "--quiet"])
+                                      str(model), "--seed", "0", "--calibration-fits", "0",
+                                      "--quiet"])
     assert result.exit_code == 0, result.output
     return model
 

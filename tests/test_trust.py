@@ -87,6 +87,7 @@ def test_calibration_folds_hold_out_fresh_blocks_and_train_on_as_many_rows():
     assert len(calibration_folds(np.arange(300, 3000), np.arange(300), seed=0)) == 3
     assert calibration_folds(np.arange(1000, 10_000), np.arange(1000), seed=0) == []
     assert calibration_folds(train_index, val_index, seed=0, most=0) == []
+    assert calibration_folds(np.arange(99, 330), np.arange(99), seed=0) == []
 
 
 class _Recorder:
