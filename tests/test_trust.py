@@ -78,14 +78,16 @@ def test_p_value_formula(large_calibration_model):
 def test_calibration_folds_hold_out_fresh_blocks_and_train_on_as_many_rows():
     train_index, val_index = np.arange(200, 900), np.arange(200)
     folds = calibration_folds(train_index, val_index, seed=0)
-    assert len(folds) == 3  # 4 would reach 1,000 rows; 700 training rows hold 3 blocks of 200
+    assert len(folds) == 2  # 2 blocks of 200 bring the held-out rows to 600
     held_out = np.concatenate([held for _, held in folds])
-    assert len(np.unique(held_out)) == 600 and np.isin(held_out, train_index).all()
+    assert len(np.unique(held_out)) == 400 and np.isin(held_out, train_index).all()
     for rest, held in folds:
         assert len(rest) == len(train_index)
         assert not np.isin(held, rest).any() and np.isin(val_index, rest).all()
-    assert len(calibration_folds(np.arange(300, 3000), np.arange(300), seed=0)) == 3
-    assert calibration_folds(np.arange(1000, 10_000), np.arange(1000), seed=0) == []
+    assert len(calibration_folds(np.arange(300, 3000), np.arange(300), seed=0)) == 1
+    assert len(calibration_folds(np.arange(120, 400), np.arange(120), seed=0)) == 2  # at most 2
+    assert len(calibration_folds(np.arange(150, 350), np.arange(150), seed=0)) == 1  # 1 block fits
+    assert calibration_folds(np.arange(600, 6000), np.arange(600), seed=0) == []
     assert calibration_folds(train_index, val_index, seed=0, most=0) == []
     assert calibration_folds(np.arange(99, 330), np.arange(99), seed=0) == []
 
@@ -98,14 +100,14 @@ class _Recorder:
         self.fits.append((stats.fit, stats.calibration_fits))
 
 
-def test_a_small_file_sets_its_threshold_on_1000_held_out_scores_from_5_fits():
+def test_a_small_file_sets_its_threshold_on_600_held_out_scores_from_3_fits():
     detector = VAEAnomalyDetector(epochs=10, seed=0)
     detector.callbacks = [recorder := _Recorder()]
     detector.fit(make_records(1500, seed=5))
     summary = detector.summary_
-    assert (summary.validation_rows, summary.calibration_fits) == (200, 4)
-    assert summary.calibration_rows == 1000 == len(detector.calibration_scores_["elbo"])
-    assert recorder.fits == [(fit, 4) for fit in range(5) for _ in range(10)]
+    assert (summary.validation_rows, summary.calibration_fits) == (200, 2)
+    assert summary.calibration_rows == 600 == len(detector.calibration_scores_["elbo"])
+    assert recorder.fits == [(fit, 2) for fit in range(3) for _ in range(10)]
     # The extra fits' held-out scores stand in for the model's own on fresh rows: a
     # mis-scaled stand-in (another seed of draws, a missing term) moves this far off 1%.
     fresh = detector.score(make_records(4000, seed=6, first_id=10_000))["anomaly_score"]

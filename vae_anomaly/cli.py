@@ -157,9 +157,9 @@ def fit(
     fpr: Annotated[float, typer.Option(
         help="Target false-positive rate that sets the threshold on held-out normal rows.")] = 0.01,
     calibration_fits: Annotated[int, typer.Option(
-        help="Extra fits on files under 10,000 rows, each holding out other rows, so that "
-             "about 1,000 held-out scores set the threshold. 0: only the validation rows "
-             "(faster, noisier threshold).")] = 4,
+        help="Extra fits on files under 6,000 rows, each holding out other rows, so that "
+             "about 600 held-out scores set the threshold. 0: only the validation rows "
+             "(faster, noisier threshold).")] = 2,
     device: DeviceOption = Device.auto,
     quiet: QuietOption = False,
 ) -> None:
@@ -167,9 +167,9 @@ def fit(
 
     Column kinds come from the data: numbers are numeric, text and true/false are
     categorical. 10% of the rows (at least 200, up to 30%) are held out to stop
-    training early and to set the anomaly threshold. On files under 10,000 rows,
+    training early and to set the anomaly threshold. On files under 6,000 rows,
     up to --calibration-fits extra fits each hold out other rows, so that about
-    1,000 held-out scores set the threshold. The model file is replaced atomically,
+    600 held-out scores set the threshold. The model file is replaced atomically,
     only on success.
 
     Example: vae-anomaly fit normal.csv --model model.vae --exclude id --seed 1
