@@ -107,6 +107,10 @@ class _EpochProgress:
                                          f"val loss {stats.val_loss:.3f}")
 
 
+def _calibration_fits_text(fits: int) -> str:
+    return {0: "", 1: " (1 calibration fit)"}.get(fits, f" ({fits} calibration fits)")
+
+
 def _progress(quiet: bool) -> Progress | None:
     console = _stderr()
     if quiet or not console.is_terminal:
@@ -190,7 +194,7 @@ def fit(
             f"Trained on {s.train_rows} rows ({s.validation_rows} held out) for {s.epochs_run} "
             f"epochs in {s.seconds:.1f}s on {s.device}; threshold {result.threshold:.4g} "
             f"from {s.calibration_rows} held-out scores"
-            f"{f' ({s.calibration_fits} calibration fits)' if s.calibration_fits else ''}; "
+            f"{_calibration_fits_text(s.calibration_fits)}; "
             f"saved {model}", markup=False)
 
 
