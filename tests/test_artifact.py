@@ -13,6 +13,7 @@ from safetensors.torch import save as save_safetensors
 from conftest import rewrite_metadata
 from vae_anomaly import ModelFileError, load
 from vae_anomaly.artifact import FORMAT_VERSION, model_from_bytes
+from vae_anomaly.detector import calibration_source
 
 
 def test_model_file_round_trip_gives_identical_scores(tiny_model, tiny_dir, tmp_path):
@@ -102,6 +103,21 @@ def test_a_newer_format_version_is_refused_with_upgrade_advice(tiny_model, tmp_p
     assert str(error.value) == (f"newer.vae uses model format {FORMAT_VERSION + 1}, newer than "
                                 f"this vae-anomaly reads ({FORMAT_VERSION}); upgrade with "
                                 "`pip install -U vae-anomaly`")
+
+
+def test_a_format_2_file_from_before_the_calibration_fits_loads_and_says_so(tiny_model,
+                                                                            tmp_path):
+    def as_format_2(meta):
+        meta["format_version"] = 2
+        del meta["params"]["calibration_fits"]
+        del meta["training"]["calibration_rows"], meta["training"]["calibration_fits"]
+
+    path = tmp_path / "format2.vae"
+    path.write_bytes(rewrite_metadata(tiny_model.read_bytes(), as_format_2))
+    old, new = load(path), load(tiny_model)
+    assert old.threshold_ == new.threshold_
+    assert old.calibration_fits == 2  # the default, for a refit; the file's threshold stands
+    assert calibration_source(vars(old.summary_)) == "set on 120 held-out scores"
 
 
 def test_a_missing_model_file_says_how_to_make_one(tmp_path):

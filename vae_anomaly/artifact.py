@@ -26,7 +26,9 @@ from .data import atomic_output
 from .errors import ModelFileError
 
 FORMAT_NAME = "vae-anomaly-model"
-FORMAT_VERSION = 2  # 2: quantile-mapped numeric columns (format 1 files still load)
+# 2: quantile-mapped numeric columns; 3: the calibration fits' parameter and counts.
+# Files of formats 1 and 2 still load.
+FORMAT_VERSION = 3
 _METADATA_KEY = "vae_anomaly"
 _MAX_HEADER_BYTES = 100_000_000
 

@@ -22,8 +22,8 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from .api import describe_model, evaluate_file, fit_file, score_files
-from .detector import calibration_source
 from .data import DEFAULT_CHUNK_ROWS
+from .detector import calibration_source
 from .report import write_report
 from .errors import VAEAnomalyError
 from .training import EpochStats
