@@ -116,7 +116,7 @@ def test_a_format_2_file_from_before_the_calibration_fits_loads_and_says_so(tiny
     path.write_bytes(rewrite_metadata(tiny_model.read_bytes(), as_format_2))
     old, new = load(path), load(tiny_model)
     assert old.threshold_ == new.threshold_
-    assert old.calibration_fits == 2  # the default, for a refit; the file's threshold stands
+    assert old.calibration_fits == 0  # as it was fitted
     assert calibration_source(vars(old.summary_)) == "set on 120 held-out scores"
 
 

@@ -15,7 +15,8 @@ from typer.testing import CliRunner
 from conftest import SAMPLE_DATA, make_records
 from vae_anomaly import InputError, VAEAnomalyDetector, load
 from vae_anomaly.cli import app
-from vae_anomaly.detector import calibration_folds
+from vae_anomaly.data import to_arrow
+from vae_anomaly.detector import _fold_seed, calibration_folds
 from vae_anomaly.model import reconstruction_nll, reparameterize
 from vae_anomaly.scoring import row_normals, score_rows
 
@@ -101,15 +102,25 @@ class _Recorder:
 
 
 def test_a_small_file_sets_its_threshold_on_600_held_out_scores_from_3_fits():
+    frame = make_records(1500, seed=5)
     detector = VAEAnomalyDetector(epochs=10, seed=0)
     detector.callbacks = [recorder := _Recorder()]
-    detector.fit(make_records(1500, seed=5))
+    detector.fit(frame)
     summary = detector.summary_
     assert (summary.validation_rows, summary.calibration_fits) == (200, 2)
     assert summary.calibration_rows == 600 == len(detector.calibration_scores_["elbo"])
     assert recorder.fits == [(fit, 2) for fit in range(3) for _ in range(10)]
-    # The extra fits' held-out scores stand in for the model's own on fresh rows: a
-    # mis-scaled stand-in (another seed of draws, a missing term) moves this far off 1%.
+    # The pooled scores are the validation rows' under the model, then each block's
+    # under a fit that never saw it (nor its preprocessing), with the model's draws.
+    train_index, val_index = detector._split(len(frame))
+    table = to_arrow(frame)
+    pooled = [detector._fit_on(table, train_index, val_index, 0, "cpu", (), "x")[-1]]
+    for fold, (rest, held) in enumerate(calibration_folds(train_index, val_index, 0), start=1):
+        pooled.append(detector._fit_on(table, rest, held, _fold_seed(0, fold), "cpu", (), "x")[-1])
+    np.testing.assert_array_equal(np.sort(np.concatenate([p.elbo for p in pooled])),
+                                  detector.calibration_scores_["elbo"])
+    # A sanity check only (a leak or another draw seed also lands inside it): the
+    # threshold flags about 1% of fresh normal rows.
     fresh = detector.score(make_records(4000, seed=6, first_id=10_000))["anomaly_score"]
     assert 0.003 <= (fresh > detector.threshold_).mean() <= 0.025
 

@@ -40,14 +40,15 @@ MIN_TRAINING_ROWS = 10
 MIN_CALIBRATION_ROWS = 200
 # A 1% threshold set on 200 held-out scores is their 2nd largest, and the false-positive
 # rate it gives swings from 0.1% to 4% between refits. Small files therefore get up to
-# MAX_CALIBRATION_FITS extra fits, each holding out other rows, until about
+# MAX_CALIBRATION_FITS extra fits, each holding out other rows, until at least
 # CALIBRATION_TARGET_ROWS held-out scores set the threshold (docs/method.md). More fits
 # narrow it further but multiply the fit time: 4 fits to reach 1,000 rows took a
 # 3,000-row fit from 39 s to 173 s.
 CALIBRATION_TARGET_ROWS = 600
 MAX_CALIBRATION_FITS = 2
-# Below this many validation rows (files under about 330 rows) the extra fits cost
-# more than they give: a 1% quantile is out of reach of even their pooled scores.
+# Below this many validation rows (files under about 330 rows) no extra fit runs: such
+# files are too small for a steady 1% threshold either way, and every fit redoes the
+# preprocessing, which dominates on wide tables (30 rows of 10,000 columns).
 MIN_ROWS_FOR_CALIBRATION_FITS = 100
 SCORE_COLUMNS = ("anomaly_score", "is_anomaly", "p_value", "reconstruction_nll", "kl_divergence",
                  "score_std_error")
@@ -80,6 +81,7 @@ class FitSummary:
     history: list[dict]
     # Rows whose held-out scores set the threshold: the validation rows, plus those of
     # the extra calibration fits on small files (0 = model files from before them).
+    # ``seconds`` covers all fits; ``history`` and the epochs are the main fit's.
     calibration_rows: int = 0
     calibration_fits: int = 0
 
@@ -142,7 +144,8 @@ class VAEAnomalyDetector:
             rows=frame.num_rows, train_rows=len(train_index), validation_rows=len(val_index),
             epochs_run=len(result.history), best_epoch=result.best_epoch,
             stopped_early=result.stopped_early, seconds=time.perf_counter() - started,
-            device=str(device), history=[s.to_dict() for s in result.history],
+            # The main fit's epochs; the fit labels only matter to live callbacks.
+            device=str(device), history=[_unlabelled(s.to_dict()) for s in result.history],
             calibration_rows=sum(len(parts) for parts in calibration),
             calibration_fits=len(calibration) - 1)
         return self
@@ -362,7 +365,8 @@ def _rebuild_checked(metadata: dict, tensors: dict[str, torch.Tensor], name) -> 
 
 
 def _rebuild(metadata: dict, tensors: dict[str, torch.Tensor]) -> VAEAnomalyDetector:
-    detector = VAEAnomalyDetector(**metadata["params"])
+    # Files from before the calibration fits were fitted without them.
+    detector = VAEAnomalyDetector(**{"calibration_fits": 0, **metadata["params"]})
     detector.preprocessor_ = Preprocessor.from_state(metadata["preprocessing"])
     detector.config_ = VAEConfig(**metadata["config"])
     detector.model_ = TabularVAE(detector.config_)
@@ -395,6 +399,10 @@ class _FitLabel:
             stats, fit=self.fit, calibration_fits=self.calibration_fits))
 
 
+def _unlabelled(epoch: dict) -> dict:
+    return {key: value for key, value in epoch.items() if key not in ("fit", "calibration_fits")}
+
+
 def calibration_source(training: dict) -> str:
     """Where a model's threshold came from, in words, from its ``training`` summary
     (model files from before the calibration fits lack the counts)."""
@@ -410,7 +418,8 @@ def calibration_folds(train_index: np.ndarray, val_index: np.ndarray, seed: int,
     Each fit holds out a fresh block of the main fit's training rows, as large as
     its validation set, and trains on all the other rows: the same number of
     rows as the main fit. Fits are added until about CALIBRATION_TARGET_ROWS
-    rows have been held out once each, ``most`` fits at most.
+    rows have been held out once each (up to 900 with 201 to 299 validation
+    rows), ``most`` fits at most.
     """
     block = len(val_index)
     if not MIN_ROWS_FOR_CALIBRATION_FITS <= block < CALIBRATION_TARGET_ROWS:
