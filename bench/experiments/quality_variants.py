@@ -2,11 +2,15 @@
     python bench/experiments/quality_variants.py DATA_DIR VARIANT[+VARIANT...] [--datasets ...]
 Not part of the product; results are in docs/benchmarks.md.
 
-The variants patch the preprocessing of commit b3b46ab (asinh scaling) and were run
-against it; to run them again, put that commit's package first on the path:
+The preprocessing variants (nocompress, asinh*, spike, mask, stdscale, winsor,
+quantile, jacobian, jacfine, knots*) patch the preprocessing of commit b3b46ab
+(asinh scaling) and were run against it; to run them again, put that commit's
+package first on the path:
     git worktree add /tmp/b3b46ab b3b46ab
-    PYTHONPATH=/tmp/b3b46ab python bench/experiments/quality_variants.py DATA_DIR VARIANT `knots30+quantile+jacfine` is what the product does since 18c2e58, so on
-today's code `base` measures it."""
+    PYTHONPATH=/tmp/b3b46ab python bench/experiments/quality_variants.py DATA_DIR VARIANT
+`knots30+quantile+jacfine` is what the product does since 18c2e58, so on
+today's code `base` measures it. The training and scoring variants (floor*, beta*,
+latent*, ens*, wd*, patience*, wide2x, samples64) run on today's code."""
 import argparse, json, sys, time
 from pathlib import Path
 import numpy as np, torch
