@@ -141,11 +141,16 @@ class TabularVAE(nn.Module):
         cfg = self.config
         mean, raw_logvar, indicators, categories = torch.split(out, cfg.output_split, dim=-1)
         if cfg.decoder_variance == "column":
-            raw_logvar = self.column_logvar.expand_as(mean)
-        # A smooth squash into [min, max]: gradients never vanish at a hard clamp.
+            # Squashed before it is expanded: one value a column, not one a cell.
+            return DecoderOutput(mean, self._squash_logvar(self.column_logvar).expand_as(mean),
+                                 indicators, categories)
+        return DecoderOutput(mean, self._squash_logvar(raw_logvar), indicators, categories)
+
+    def _squash_logvar(self, raw_logvar: torch.Tensor) -> torch.Tensor:
+        """A smooth squash into [min, max]: gradients never vanish at a hard clamp."""
+        cfg = self.config
         span = cfg.max_decoder_logvar - cfg.min_decoder_logvar
-        logvar = cfg.min_decoder_logvar + span * torch.sigmoid(raw_logvar)
-        return DecoderOutput(mean, logvar, indicators, categories)
+        return cfg.min_decoder_logvar + span * torch.sigmoid(raw_logvar)
 
 
 def reparameterize(mu: torch.Tensor, logvar: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
@@ -178,13 +183,15 @@ def reconstruction_nll(out: DecoderOutput, numeric: torch.Tensor, indicators: to
     target = indicators.expand_as(out.indicator_logits)
     indicator_nll = F.binary_cross_entropy_with_logits(out.indicator_logits, target,
                                                        reduction="none")
+    # log_softmax is one fused kernel each way; logsumexp minus the level's logit was
+    # five small ones, which on a 2-core CPU cost more than the arithmetic.
     category_nll = [
-        torch.logsumexp(logits, -1)
-        - logits.gather(-1, codes[:, j].expand(*logits.shape[:-1]).unsqueeze(-1)).squeeze(-1)
+        -torch.log_softmax(logits, -1).gather(
+            -1, codes[:, j].expand(*logits.shape[:-1]).unsqueeze(-1))
         for j, logits in enumerate(torch.split(out.category_logits, category_sizes, dim=-1))
     ]
     if category_nll:
-        categories = torch.stack(category_nll, dim=-1)
+        categories = torch.cat(category_nll, dim=-1)
     else:
         categories = numeric.new_zeros(*out.numeric_mean.shape[:-1], 0)
     return NLLTerms(numeric_nll, indicator_nll, categories)

@@ -321,9 +321,10 @@ def _quantile_map(numbers: np.ndarray, spec: dict) -> tuple[np.ndarray, np.ndarr
         right = np.searchsorted(knots, numbers, side="right")  # 0 below the range, len above
         segment = np.clip(right - 1, 0, len(knots) - 2)
         start, width = knots[segment], knots[segment + 1] - knots[segment]
-        with np.errstate(invalid="ignore"):
+        with np.errstate(invalid="ignore", over="ignore"):
             # The covered fraction, not np.interp's slope, which overflows for knots
-            # 1e-323 apart.
+            # 1e-323 apart. Values far beyond a narrow end segment overflow to inf
+            # here, and the clip makes that 1, as it should.
             covered = np.clip((numbers - start) / width, 0.0, 1.0)
         mapped = scores[segment] + covered * (scores[segment + 1] - scores[segment])
         log_slopes = np.concatenate([[log_edge], np.log(np.diff(scores)) - np.log(np.diff(knots)),
