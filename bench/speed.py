@@ -471,7 +471,8 @@ def pyod_worker(path: Path, epochs: int, budget: float, result_path: Path) -> No
     fit_full = setup + per_epoch * epochs + after
     result = dict(
         epochs_target=epochs, epochs_trained=trained, extrapolated=stopped,
-        per_epoch_s=per_epoch, median_epoch_s=float(np.median(epoch_times)), prep_s=t_prep - t0, fit_measured_s=t_fit - t_prep,
+        per_epoch_s=per_epoch, median_epoch_s=float(np.median(epoch_times)),
+        prep_s=t_prep - t0, fit_measured_s=t_fit - t_prep,
         fit_s=fit_full, decision_s=t_dec - t_fit, total_s=(t_prep - t0) + fit_full + (t_dec - t_fit),
         batch_size=detector.batch_size, features=int(x.shape[1]), device=str(detector.device),
         torch=torch.__version__, threads=torch.get_num_threads(), n_scores=int(len(scores)))
