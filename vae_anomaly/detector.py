@@ -41,7 +41,8 @@ MIN_CALIBRATION_ROWS = 200
 # A 1% threshold set on 200 held-out scores is their 2nd largest, and the false-positive
 # rate it gives swings from 0.1% to 4% between refits. Small files therefore get up to
 # MAX_CALIBRATION_FITS extra fits, each holding out other rows, until at least
-# CALIBRATION_TARGET_ROWS held-out scores set the threshold (docs/method.md). More fits
+# CALIBRATION_TARGET_ROWS held-out scores set the threshold or the fits run out
+# (docs/method.md gives the counts for each validation size). More fits
 # narrow it further but multiply the fit time: 4 fits to reach 1,000 rows took a
 # 3,000-row fit from 39 s to 173 s.
 CALIBRATION_TARGET_ROWS = 600
@@ -417,9 +418,10 @@ def calibration_folds(train_index: np.ndarray, val_index: np.ndarray, seed: int,
 
     Each fit holds out a fresh block of the main fit's training rows, as large as
     its validation set, and trains on all the other rows: the same number of
-    rows as the main fit. Fits are added until about CALIBRATION_TARGET_ROWS
-    rows have been held out once each (up to 900 with 201 to 299 validation
-    rows), ``most`` fits at most.
+    rows as the main fit. Fits are added until at least CALIBRATION_TARGET_ROWS
+    rows have been held out once each, ``most`` fits at most: with 300 to 599
+    validation rows one fit (600 to 1,198 rows held out), with 200 to 299 two
+    (600 to 897), with 100 to 199 the two fits run out first (300 to 597).
     """
     block = len(val_index)
     if not MIN_ROWS_FOR_CALIBRATION_FITS <= block < CALIBRATION_TARGET_ROWS:
