@@ -10,7 +10,7 @@ package first on the path:
     PYTHONPATH=/tmp/b3b46ab python bench/experiments/quality_variants.py DATA_DIR VARIANT
 `knots30+quantile+jacfine` is what the product does since 18c2e58, so on
 today's code `base` measures it. The training and scoring variants (floor*, beta*,
-latent*, ens*, wd*, patience*, wide2x, samples64) run on today's code."""
+latent*, ens*, wd*, patience*, maxep*, wide2x, deep3, samples64) run on today's code."""
 import argparse, json, sys, time
 from pathlib import Path
 import numpy as np, torch
@@ -51,6 +51,10 @@ def beta1(): return {"beta": 1.0}
 def beta025(): return {"beta": 0.25}
 @variant
 def latent2x(): patch_config(latent_dim=lambda c: min(64, 2 * c.latent_dim)); return {}
+@variant
+def latent4x(): patch_config(latent_dim=lambda c: min(128, 4 * c.latent_dim)); return {}
+@variant
+def latent3x(): patch_config(latent_dim=lambda c: min(96, 3 * c.latent_dim)); return {}
 @variant
 def latenthalf(): patch_config(latent_dim=lambda c: max(2, c.latent_dim // 2)); return {}
 @variant
@@ -319,8 +323,18 @@ def _patience(n):
 for _p in (5, 30, 60):
     VARIANTS[f"patience{_p}"] = (lambda n: (lambda: _patience(n)))(_p)
 
+def _max_epochs(n):
+    """Raise the epoch bound, so that small files train for up to the step budget."""
+    import vae_anomaly.training as T
+    T._MAX_EPOCHS = n
+    return {}
+for _e in (600, 1000, 3000):
+    VARIANTS[f"maxep{_e}"] = (lambda n: (lambda: _max_epochs(n)))(_e)
+
 @variant
 def wide2x(): patch_config(hidden_dims=lambda c: [2 * w for w in c.hidden_dims]); return {}
+@variant
+def deep3(): patch_config(hidden_dims=lambda c: [c.hidden_dims[0], c.hidden_dims[0], c.hidden_dims[1]]); return {}
 @variant
 def samples64(): return {"samples": 64}
 
