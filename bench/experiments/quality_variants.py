@@ -10,7 +10,7 @@ package first on the path:
     PYTHONPATH=/tmp/b3b46ab python bench/experiments/quality_variants.py DATA_DIR VARIANT
 `knots30+quantile+jacfine` is what the product does since 18c2e58, so on
 today's code `base` measures it. The training and scoring variants (floor*, beta*,
-latent*, ens*, wd*, patience*, maxep*, wide2x, deep3, samples64) run on today's code."""
+latent*, ens*, wd*, patience*, maxep*, drop*, dropenc*, wide2x, deep3, samples64) run on today's code."""
 import argparse, json, sys, time
 from pathlib import Path
 import numpy as np, torch
@@ -335,6 +335,26 @@ for _e in (600, 1000, 3000):
 def wide2x(): patch_config(hidden_dims=lambda c: [2 * w for w in c.hidden_dims]); return {}
 @variant
 def deep3(): patch_config(hidden_dims=lambda c: [c.hidden_dims[0], c.hidden_dims[0], c.hidden_dims[1]]); return {}
+def _dropout(rate, where="both"):
+    """nn.Dropout(rate) after every hidden activation of the encoder and/or decoder."""
+    from torch import nn
+    orig_init = M.TabularVAE.__init__
+    def init(self, config):
+        orig_init(self, config)
+        parts = {"both": ("encoder", "decoder"), "enc": ("encoder",)}[where]
+        for part in parts:
+            layers = []
+            for layer in getattr(self, part):
+                layers.append(layer)
+                if isinstance(layer, nn.SiLU):
+                    layers.append(nn.Dropout(rate))
+            setattr(self, part, nn.Sequential(*layers))
+    M.TabularVAE.__init__ = init
+    return {}
+for _r in ("0.1", "0.2"):
+    VARIANTS[f"drop{_r}"] = (lambda r: (lambda: _dropout(float(r))))(_r)
+    VARIANTS[f"dropenc{_r}"] = (lambda r: (lambda: _dropout(float(r), "enc")))(_r)
+
 @variant
 def samples64(): return {"samples": 64}
 
