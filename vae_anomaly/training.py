@@ -1,7 +1,8 @@
 """The training loop: Adam on index-drawn mini-batches (its rate decaying over the
 second half of the epoch bound), KL warm-up, gradient clipping, early stopping on
 validation loss with the best weights restored. On a GPU each step is replayed
-from a captured CUDA graph (CudaGraphStep).
+from a captured CUDA graph (CudaGraphStep); on a CPU the parameters live in one
+flat buffer while training (FlatStep).
 
 Display is not done here: progress reaches the caller through callbacks.
 """
@@ -256,16 +257,17 @@ class FlatStep(TrainingStep):
     the gradients is one fill. Clipping is one norm and one multiply. Adam updates
     one tensor, so little of its Python runs. Backward adds each gradient into its
     view in place. The arithmetic is the same as per-parameter Adam with clipping,
-    up to float rounding (tests/test_model_math.py). It saved about 9% of a
-    training step (docs/benchmarks.md, "Speed").
+    up to float rounding (tests/test_model_math.py). It saved 5-8% of a training
+    step (docs/benchmarks.md, "Speed").
     """
 
     def __init__(self, model: TabularVAE, config: TrainingConfig, device: torch.device):
-        self.parameters = list(model.parameters())
-        self.flat = nn.Parameter(torch.cat([p.detach().reshape(-1) for p in self.parameters]))
+        self.parameter_views = list(model.parameters())
+        self.flat = nn.Parameter(torch.cat([p.detach().reshape(-1)
+                                            for p in self.parameter_views]))
         self.flat.grad = torch.zeros_like(self.flat)
         offset = 0
-        for parameter in self.parameters:
+        for parameter in self.parameter_views:
             size = parameter.numel()
             parameter.data = self.flat.data[offset:offset + size].view_as(parameter)
             parameter.grad = self.flat.grad[offset:offset + size].view_as(parameter)
@@ -281,7 +283,7 @@ class FlatStep(TrainingStep):
     def finish(self) -> None:
         # Each parameter gets its own storage back: a model file cannot hold tensors
         # that share memory, and the model should not keep the buffer alive.
-        for parameter in self.parameters:
+        for parameter in self.parameter_views:
             parameter.data = parameter.data.clone()
             parameter.grad = None
 

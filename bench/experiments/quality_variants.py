@@ -10,7 +10,7 @@ package first on the path:
     PYTHONPATH=/tmp/b3b46ab python bench/experiments/quality_variants.py DATA_DIR VARIANT
 `knots30+quantile+jacfine` is what the product does since 18c2e58, so on
 today's code `base` measures it. The training and scoring variants (floor*, beta*,
-latent*, ens*, wd*, patience*, maxep*, drop*, dropenc*, wide2x, deep3, samples64) run on today's code."""
+latent*, ens*, wd*, patience*, maxep*, drop*, dropenc*, mixlat, wide2x, deep3, samples64) run on today's code."""
 import argparse, json, sys, time
 from pathlib import Path
 import numpy as np, torch
@@ -358,12 +358,22 @@ for _r in ("0.1", "0.2"):
 @variant
 def samples64(): return {"samples": 64}
 
+LATENT_FACTORS = {}  # ensemble member -> latent factor (mixlat)
+MEMBER = [0]
+@variant
+def mixlat():
+    """Mean score of 2 VAEs: the default latent size and twice it."""
+    LATENT_FACTORS.update({0: 1, 1: 2})
+    patch_config(latent_dim=lambda c: min(64, LATENT_FACTORS[MEMBER[0]] * c.latent_dim))
+    return {"_ensemble": 2}
+
 def run_one(data, seed, opts):
     n = opts.pop("_ensemble", 1)
     if opts.pop("_spike", False):
         data = spike_frames(data)
     scores = []
     for i in range(n):
+        MEMBER[0] = i
         # ROC-AUC does not depend on the threshold, so the calibration fits are skipped.
         det = VAEAnomalyDetector(seed=seed * 100 + i, **{"calibration_fits": 0, **opts}
                                  ).fit(data.train_typed)
