@@ -26,7 +26,7 @@ from .data import DEFAULT_CHUNK_ROWS
 from .detector import calibration_source
 from .report import write_report
 from .errors import VAEAnomalyError
-from .training import EpochStats
+from .training import DEFAULT_BETA, EpochStats
 
 EXIT_OK, EXIT_ANOMALIES, EXIT_BAD_INPUT, EXIT_DRIFT, EXIT_INTERNAL, EXIT_INTERRUPTED = \
     0, 1, 2, 3, 4, 130
@@ -157,7 +157,7 @@ def fit(
         help="Rows per mini-batch. Default: from data size.")] = None,
     latent_dim: Annotated[Optional[int], typer.Option(
         help="Size of the latent code z. Default: from the number of inputs.")] = None,
-    beta: Annotated[float, typer.Option(help="Weight of the KL term in the training loss.")] = 0.5,
+    beta: Annotated[float, typer.Option(help="Weight of the KL term in the training loss.")] = DEFAULT_BETA,
     fpr: Annotated[float, typer.Option(
         help="Target false-positive rate that sets the threshold on held-out normal rows.")] = 0.01,
     calibration_fits: Annotated[int, typer.Option(

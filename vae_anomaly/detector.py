@@ -33,7 +33,7 @@ from .health import HealthMonitor
 from .model import TabularVAE, VAEConfig
 from .preprocessing import EncodedBatch, Preprocessor
 from .scoring import DEFAULT_SAMPLES, MAX_SAMPLES, ScoreParts, score_rows
-from .training import (EpochStats, Tensors, TrainingCallback, TrainingConfig,
+from .training import (DEFAULT_BETA, EpochStats, Tensors, TrainingCallback, TrainingConfig,
                        TrainingResult, train)
 
 MIN_TRAINING_ROWS = 10
@@ -95,7 +95,7 @@ class VAEAnomalyDetector:
     """
 
     def __init__(self, *, latent_dim: int | None = None, epochs: int | None = None,
-                 batch_size: int | None = None, beta: float = 0.5, fpr: float = 0.01,
+                 batch_size: int | None = None, beta: float = DEFAULT_BETA, fpr: float = 0.01,
                  samples: int = DEFAULT_SAMPLES, validation_fraction: float = 0.1,
                  learning_rate: float | None = None, categorical: Sequence[str] = (),
                  exclude: Sequence[str] = (), score_kind: str = "elbo", device: str = "auto",

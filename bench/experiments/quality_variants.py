@@ -47,8 +47,8 @@ def floor2(): patch_config(min_decoder_logvar=-2.0); return {}
 def floor4(): patch_config(min_decoder_logvar=-4.0); return {}
 @variant
 def beta1(): return {"beta": 1.0}
-@variant
-def beta025(): return {"beta": 0.25}
+for _b in ("0.1", "0.25", "0.35"):
+    VARIANTS["beta" + _b.replace(".", "")] = (lambda b: (lambda: {"beta": float(b)}))(_b)
 @variant
 def latent2x(): patch_config(latent_dim=lambda c: min(64, 2 * c.latent_dim)); return {}
 @variant
@@ -355,6 +355,36 @@ for _r in ("0.1", "0.2"):
 
 @variant
 def samples64(): return {"samples": 64}
+
+def _iwae_training(k):
+    """Train on the importance-weighted bound with k draws a row (Burda et al. 2016):
+    loss = -log mean_k w_k, log w_k = log p(x|z_k) + beta * (log p(z_k) - log q(z_k|x))."""
+    import math
+    import vae_anomaly.training as T
+    def run(self, data, index, eps):
+        batch = data.rows(index)
+        model = self.model
+        mu, logvar = model.encode(model.inputs(batch.numeric, batch.indicators, batch.codes))
+        draws = torch.randn(k, *mu.shape, dtype=mu.dtype, device=mu.device)
+        z = M.reparameterize(mu, logvar, draws)
+        nll = M.reconstruction_nll(model.decode(z), batch.numeric, batch.indicators, batch.codes,
+                                   model.config.category_sizes).total()
+        log_q_minus_p = (-0.5 * draws.pow(2) - 0.5 * logvar + 0.5 * z.pow(2)).sum(-1)
+        log_w = -nll - self.beta * log_q_minus_p
+        loss = -(torch.logsumexp(log_w, 0) - math.log(k)).mean()
+        reconstruction, kl = nll.mean(), M.gaussian_kl(mu, logvar).mean()
+        self.optimiser.zero_grad(set_to_none=False)
+        loss.backward()
+        self.clip_gradients()
+        self.optimiser.step()
+        self.totals += torch.stack([loss.detach(), reconstruction.detach(), kl.detach()]) * len(index)
+    T.TrainingStep.run = run
+    return {}
+for _k in (4, 8):
+    VARIANTS[f"iwtrain{_k}"] = (lambda k: (lambda: _iwae_training(k)))(_k)
+
+@variant
+def iwscore(): return {"score_kind": "iwae"}
 
 MEMBER = [0]  # the ensemble member being fitted (run_one sets it)
 @variant
