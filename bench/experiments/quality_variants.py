@@ -386,6 +386,29 @@ for _k in (4, 8):
 @variant
 def iwscore(): return {"score_kind": "iwae"}
 
+REFIT = {}
+@variant
+def refit():
+    """Fit as usual, then fit again on every training row (no rows held out) for the
+    first fit's best epoch count, under the same learning-rate schedule, and score with
+    the second network."""
+    import math
+    import vae_anomaly.training as T
+    def run_epochs(step, train_data, val_data, config, epochs, batch_size, generator, callbacks):
+        if "stop" not in REFIT:
+            return orig_run_epochs(step, train_data, val_data, config, epochs, batch_size,
+                                   generator, callbacks)
+        schedule = T.HoldThenCosine(step.optimiser, config.resolved_learning_rate(batch_size),
+                                    epochs * math.ceil(len(train_data) / batch_size))
+        warmup = config.resolved_warmup(epochs)
+        for epoch in range(1, REFIT["stop"] + 1):
+            beta = config.beta * min(1.0, epoch / warmup)
+            T._train_epoch(step, schedule, train_data, batch_size, beta, generator, epoch)
+        return [], REFIT["stop"], None
+    orig_run_epochs = T._run_epochs
+    T._run_epochs = run_epochs
+    return {"_refit": True}
+
 MEMBER = [0]  # the ensemble member being fitted (run_one sets it)
 @variant
 def mixlat():
@@ -395,6 +418,7 @@ def mixlat():
 
 def run_one(data, seed, opts):
     n = opts.pop("_ensemble", 1)
+    refit_all = opts.pop("_refit", False)
     if opts.pop("_spike", False):
         data = spike_frames(data)
     scores = []
@@ -403,6 +427,16 @@ def run_one(data, seed, opts):
         # ROC-AUC does not depend on the threshold, so the calibration fits are skipped.
         det = VAEAnomalyDetector(seed=seed * 100 + i, **{"calibration_fits": 0, **opts}
                                  ).fit(data.train_typed)
+        if refit_all:
+            REFIT["stop"] = det.summary_.best_epoch
+            split = VAEAnomalyDetector._split
+            VAEAnomalyDetector._split = lambda self, n: (np.arange(n), np.arange(min(n, 10)))
+            try:
+                det = VAEAnomalyDetector(seed=seed * 100 + i, **{"calibration_fits": 0, **opts}
+                                         ).fit(data.train_typed)
+            finally:
+                VAEAnomalyDetector._split = split
+                REFIT.pop("stop")
         s = det.score(data.test_typed)["anomaly_score"].to_numpy()
         if JAC:
             s = s + jacobian_penalty(det, data.test_typed)
