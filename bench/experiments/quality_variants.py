@@ -10,7 +10,9 @@ package first on the path:
     PYTHONPATH=/tmp/b3b46ab python bench/experiments/quality_variants.py DATA_DIR VARIANT
 `knots30+quantile+jacfine` is what the product does since 18c2e58, so on
 today's code `base` measures it. The training and scoring variants (floor*, beta*,
-latent*, ens*, wd*, patience*, maxep*, drop*, dropenc*, mixlat, wide2x, deep3, samples64) run on today's code."""
+latent*, ens*, wd*, patience*, maxep*, drop*, dropenc*, mixlat, wide2x, deep3, samples64,
+iwtrain*, iwscore, refit) run on today's code; `base` has the default beta (0.25 since
+abe8512), so `beta05` would measure the defaults before it."""
 import argparse, json, sys, time
 from pathlib import Path
 import numpy as np, torch
@@ -47,7 +49,7 @@ def floor2(): patch_config(min_decoder_logvar=-2.0); return {}
 def floor4(): patch_config(min_decoder_logvar=-4.0); return {}
 @variant
 def beta1(): return {"beta": 1.0}
-for _b in ("0.1", "0.25", "0.35"):
+for _b in ("0.1", "0.25", "0.35", "0.5"):
     VARIANTS["beta" + _b.replace(".", "")] = (lambda b: (lambda: {"beta": float(b)}))(_b)
 @variant
 def latent2x(): patch_config(latent_dim=lambda c: min(64, 2 * c.latent_dim)); return {}
