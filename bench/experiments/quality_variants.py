@@ -411,6 +411,43 @@ def refit():
     T._run_epochs = run_epochs
     return {"_refit": True}
 
+for _lr in ("3e-4", "3e-3"):
+    VARIANTS[f"lr{_lr}"] = (lambda lr: (lambda: {"learning_rate": float(lr)}))(_lr)
+for _bs in (32, 128):
+    VARIANTS[f"batch{_bs}"] = (lambda bs: (lambda: {"batch_size": bs}))(_bs)
+
+_PRIOR_OWNER = {}
+def _mixture_prior(components):
+    """A learned prior: a mixture of `components` diagonal Gaussians (means, log-variances
+    and weights trained with the network), in place of N(0, I). The KL term, in training
+    and in the score, is the closed-form upper bound
+    KL(q || sum_c w_c p_c) <= -log sum_c w_c exp(-KL(q || p_c)), so the score stays a
+    negative ELBO (a bound on it); with one fixed N(0, I) component it is the product's."""
+    import vae_anomaly.scoring as S
+    from torch import nn
+    orig_init, orig_encode = M.TabularVAE.__init__, M.TabularVAE.encode
+    def init(self, config):
+        orig_init(self, config)
+        g = torch.Generator().manual_seed(7)
+        self.prior_mu = nn.Parameter(torch.randn(components, config.latent_dim, generator=g))
+        self.prior_logvar = nn.Parameter(torch.zeros(components, config.latent_dim))
+        self.prior_logit = nn.Parameter(torch.zeros(components))
+    def encode(self, x):
+        _PRIOR_OWNER["model"] = self  # the KL below needs the prior of the model at hand
+        return orig_encode(self, x)
+    def mixture_kl(mu, logvar):
+        m = _PRIOR_OWNER["model"]
+        prior_logvar = m.prior_logvar.clamp(-6.0, 4.0)
+        mu_, lv = mu.unsqueeze(-2), logvar.unsqueeze(-2)
+        per_component = 0.5 * (prior_logvar - lv - 1.0 + (lv.exp() + (mu_ - m.prior_mu).pow(2))
+                               * torch.exp(-prior_logvar)).sum(-1)
+        return -torch.logsumexp(torch.log_softmax(m.prior_logit, 0) - per_component, -1)
+    M.TabularVAE.__init__, M.TabularVAE.encode = init, encode
+    M.gaussian_kl = S.gaussian_kl = mixture_kl
+    return {}
+for _c in (4, 16, 64):
+    VARIANTS[f"mog{_c}"] = (lambda c: (lambda: _mixture_prior(c)))(_c)
+
 MEMBER = [0]  # the ensemble member being fitted (run_one sets it)
 @variant
 def mixlat():
