@@ -11,7 +11,7 @@ package first on the path:
 `knots30+quantile+jacfine` is what the product does since 18c2e58, so on
 today's code `base` measures it. The training and scoring variants (floor*, beta*,
 latent*, ens*, wd*, patience*, maxep*, drop*, dropenc*, mixlat, wide2x, deep3, samples64,
-iwtrain*, iwscore, refit) run on today's code; `base` has the default beta (0.25 since
+iwtrain*, iwscore, refit, mog*, rowvar, lr*, batch*) run on today's code; `base` has the default beta (0.25 since
 abe8512), so `beta05` would measure the defaults before it."""
 import argparse, json, sys, time
 from pathlib import Path
