@@ -12,6 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from conftest import make_records
+from vae_anomaly import load
 from vae_anomaly.cli import app
 
 runner = CliRunner()
@@ -213,7 +214,8 @@ def test_info_shows_columns_threshold_training_and_versions(work):
     assert [c["name"] for c in data["columns"]] == ["x", "y", "amount", "colour", "member"]
     assert data["training"]["rows"] == 400
     assert data["versions"]["vae_anomaly"]
-    assert data["threshold"] > 0 or data["threshold"] <= 0
+    assert data["threshold"] == load(work / "model.vae").threshold_
+    assert data["fpr"] == 0.01 and data["samples"] == 16
 
 
 def test_usage_errors_exit_2():

@@ -111,6 +111,16 @@ def edited(w: Path, name: str, change: Callable[[pd.DataFrame], pd.DataFrame | N
     return w / name
 
 
+def edited_model(w: Path, change) -> Path:
+    """A copy of the work folder's model, its metadata passed through ``change``."""
+    return write(w, "edited.vae", rewrite_metadata(model_bytes(w), change))
+
+
+def column_state(meta: dict, name: str) -> dict:
+    """The saved description of column ``name`` in a model file's metadata."""
+    return next(c for c in meta["preprocessing"]["columns"] if c.get("name") == name)
+
+
 def mkdir(path: Path, then):
     """Create the folder ``path``, then return ``then`` (for one-line cases)."""
     path.mkdir()
@@ -303,6 +313,50 @@ CASES = [
          lambda w: score(w, w / "new.csv", model=write(w, "gutted.vae", rewrite_metadata(
              model_bytes(w), lambda m: m.pop("preprocessing")))), 2,
          ("Error: gutted.vae has inconsistent contents", "; fit the model again"), False),
+    # Hand-edited or damaged metadata fails when the file is loaded, never mid-scoring.
+    case("model-fpr-out-of-range",
+         lambda w: score(w, w / "new.csv", model=edited_model(
+             w, lambda m: m["params"].update(fpr=5))), 2,
+         "Error: edited.vae has an invalid setting (--fpr must be between 0 and 1 (got 5)); "
+         "fit the model again"),
+    case("model-samples-out-of-range",
+         lambda w: score(w, w / "new.csv", model=edited_model(
+             w, lambda m: m["params"].update(samples=10**6))), 2,
+         "Error: edited.vae has an invalid setting (--samples must be between 1 and 65536 "
+         "(got 1000000)); fit the model again"),
+    case("model-column-without-a-name",
+         lambda w: score(w, w / "new.csv", model=edited_model(
+             w, lambda m: column_state(m, "x").pop("name"))), 2,
+         "Error: edited.vae has inconsistent contents (a column description has no name); "
+         "fit the model again"),
+    case("model-column-of-an-unknown-kind",
+         lambda w: score(w, w / "new.csv", model=edited_model(
+             w, lambda m: column_state(m, "x").update(kind="bogus"))), 2,
+         "Error: edited.vae has inconsistent contents (column `x` has an unknown kind "
+         "'bogus'); fit the model again"),
+    case("model-columns-not-descriptions",
+         lambda w: score(w, w / "new.csv", model=edited_model(
+             w, lambda m: m["preprocessing"].update(columns=[1]))), 2,
+         "Error: edited.vae has inconsistent contents (a column description has no name); "
+         "fit the model again"),
+    case("model-scaling-not-a-number",
+         lambda w: ["info", edited_model(w, lambda m: column_state(m, "amount").update(
+             spread="wide"))], 2,
+         "Error: edited.vae has inconsistent contents (column `amount` has a scaling figure "
+         "that is not a number); fit the model again"),
+    case("model-categorical-level-added",
+         lambda w: score(w, w / "new.csv", model=edited_model(
+             w, lambda m: column_state(m, "colour")["levels"].append("ultraviolet"))), 2,
+         "Error: edited.vae has inconsistent contents (its column descriptions do not match "
+         "its network's inputs); fit the model again"),
+    case("model-format-version-true",
+         lambda w: score(w, w / "new.csv", model=edited_model(
+             w, lambda m: m.update(format_version=True))), 2,
+         "Error: edited.vae has no valid format version; fit the model again"),
+    case("model-format-version-negative",
+         lambda w: score(w, w / "new.csv", model=edited_model(
+             w, lambda m: m.update(format_version=-7))), 2,
+         "Error: edited.vae has no valid format version; fit the model again"),
     case("model-torch-save-file",
          lambda w: torch.save({"model": torch.zeros(3)}, w / "torch.vae")
          or score(w, w / "new.csv", model=w / "torch.vae"), 2,

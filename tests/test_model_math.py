@@ -6,9 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from torch.distributions import Normal, kl_divergence
+from torch.distributions import Bernoulli, Categorical, Normal, kl_divergence
 
-from vae_anomaly.model import TabularVAE, VAEConfig, gaussian_kl, reparameterize
+from vae_anomaly.model import (DecoderOutput, TabularVAE, VAEConfig, gaussian_kl,
+                                reconstruction_nll, reparameterize)
 from vae_anomaly.scoring import row_normals
 
 
@@ -20,6 +21,30 @@ def test_closed_form_kl_equals_torch_distributions():
     p = Normal(torch.zeros_like(mu), torch.ones_like(mu))
     expected = kl_divergence(q, p).sum(-1)
     torch.testing.assert_close(gaussian_kl(mu, logvar), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_each_cell_nll_equals_torch_distributions_log_prob_with_draw_dims():
+    """Gaussian numbers, Bernoulli missing indicators and softmax categories, checked
+    against an independent implementation, with K = 3 draws in front of the batch."""
+    g = torch.Generator().manual_seed(4)
+    k, n, sizes = 3, 7, [4, 2]
+    numeric, indicators = torch.randn(n, 2, generator=g), (torch.rand(n, 1, generator=g) < 0.5).float()
+    codes = torch.stack([torch.randint(0, size, (n,), generator=g) for size in sizes], 1)
+    out = DecoderOutput(numeric_mean=torch.randn(k, n, 2, generator=g),
+                        numeric_logvar=torch.randn(k, n, 2, generator=g),
+                        indicator_logits=torch.randn(k, n, 1, generator=g) * 3,
+                        category_logits=torch.randn(k, n, sum(sizes), generator=g) * 2)
+    terms = reconstruction_nll(out, numeric, indicators, codes, sizes)
+    gaussian = -Normal(out.numeric_mean, torch.exp(0.5 * out.numeric_logvar)).log_prob(numeric)
+    bernoulli = -Bernoulli(logits=out.indicator_logits).log_prob(indicators.expand(k, n, 1))
+    first, second = torch.split(out.category_logits, sizes, dim=-1)
+    categorical = -torch.stack([Categorical(logits=first).log_prob(codes[:, 0].expand(k, n)),
+                                Categorical(logits=second).log_prob(codes[:, 1].expand(k, n))], -1)
+    torch.testing.assert_close(terms.numeric, gaussian, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(terms.indicators, bernoulli, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(terms.categories, categorical, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(terms.total(), (gaussian.sum(-1) + bernoulli.sum(-1)
+                                               + categorical.sum(-1)), rtol=1e-5, atol=1e-5)
 
 
 def test_reparameterized_samples_have_the_right_mean_and_variance():

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import glob
-import math
 import hashlib
 import json
 import sys
@@ -36,11 +35,11 @@ from .data import (
     read_table,
     table_output,
 )
-from .detector import EXPLANATION_COLUMN, SCORE_COLUMNS, FitSummary, VAEAnomalyDetector, load
+from .detector import (EXPLANATION_COLUMN, SCORE_COLUMNS, FitSummary, VAEAnomalyDetector,
+                       check_score_options, load)
 from .errors import InputError, OutputError
 from .evaluation import classification_metrics, parse_labels
 from .health import HealthMonitor
-from .scoring import MAX_SAMPLES
 from .preprocessing import NUMERIC
 from .training import TrainingCallback
 
@@ -269,16 +268,6 @@ def _with_scores(table: pa.Table, scores: dict) -> pa.Table:
     for name, values in scores.items():
         table = table.append_column(name, pa.array(values))
     return table
-
-
-def check_score_options(*, seed=None, samples=None, threshold=None) -> None:
-    """Reject option values that would otherwise fail deep inside (or silently)."""
-    if seed is not None and not 0 <= seed < 2**63:
-        raise InputError(f"--seed must be between 0 and 2**63 - 1 (got {seed})")
-    if samples is not None and not 1 <= samples <= MAX_SAMPLES:
-        raise InputError(f"--samples must be between 1 and {MAX_SAMPLES} (got {samples})")
-    if threshold is not None and not math.isfinite(threshold):
-        raise InputError(f"--threshold must be a finite number (got {threshold})")
 
 
 def _refuse_same_file(data: Path, destination: Path, option: str, what: str = "input") -> None:

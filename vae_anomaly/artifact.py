@@ -104,7 +104,7 @@ def _our_metadata(header: dict, name: str) -> dict:
         raise ModelFileError(f"{name} is not a vae-anomaly model file (a safetensors file "
                              "from elsewhere?); pass a file written by `vae-anomaly fit`")
     version = metadata.get("format_version")
-    if not isinstance(version, int):
+    if type(version) is not int or version < 1:  # bool is an int subclass: refuse it too
         raise ModelFileError(f"{name} has no valid format version; fit the model again")
     if version > FORMAT_VERSION:
         raise ModelFileError(

@@ -16,6 +16,7 @@ import fcntl
 import io
 import os
 import tempfile
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -181,17 +182,27 @@ def _check_header(header: list[str], path: Path) -> None:
 def to_arrow(frame: pd.DataFrame | pa.Table) -> pa.Table:
     """Accept a pandas DataFrame or an Arrow table; return an Arrow table."""
     if isinstance(frame, pa.Table):
+        _refuse_repeated_names(frame.column_names, "Arrow table")
         return frame
     if not isinstance(frame, pd.DataFrame):
         raise InputError(f"expected a pandas DataFrame or pyarrow Table, got {type(frame).__name__}")
+    # Names become text: 1 and "1" would be one column, and one of them would be lost.
+    _refuse_repeated_names([str(name) for name in frame.columns], "DataFrame")
     columns = {}
-    for name in frame.columns:
-        values = frame[name]
+    for position, name in enumerate(frame.columns):
+        values = frame.iloc[:, position]
         try:
             columns[str(name)] = pa.array(values, from_pandas=True)
         except (pa.ArrowInvalid, pa.ArrowTypeError):  # mixed types: keep them as text
             columns[str(name)] = pa.array(values.map(_as_text), type=pa.string(), from_pandas=True)
     return pa.table(columns) if columns else pa.table({})
+
+
+def _refuse_repeated_names(names: list[str], what: str) -> None:
+    repeated = sorted(name for name, count in Counter(names).items() if count > 1)
+    if repeated:
+        raise InputError(f"column `{repeated[0]}` appears twice in the {what} (as text); "
+                         "give every column a unique name")
 
 
 # ----- typed conversion ---------------------------------------------------------------

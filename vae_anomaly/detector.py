@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 import platform
 import time
 from collections.abc import Sequence
@@ -108,8 +109,9 @@ class VAEAnomalyDetector:
         self.samples = samples
         self.validation_fraction = validation_fraction
         self.learning_rate = learning_rate
-        self.categorical = list(categorical)
-        self.exclude = list(exclude)
+        # Kept as given, as scikit-learn's clone() expects; fit reads them with _names.
+        self.categorical = categorical
+        self.exclude = exclude
         self.score_kind = score_kind
         self.device = device
         self.seed = seed
@@ -162,14 +164,19 @@ class VAEAnomalyDetector:
         ``val_index``), and the scores of the ``val_index`` rows: the model on the CPU."""
         # Held-out rows calibrate the threshold, so nothing may be fitted on them, the
         # scaling included: the quantile map's density would favour its own rows.
-        preprocessor = Preprocessor().fit(frame, categorical=self.categorical,
-                                          exclude=self.exclude, source=source, rows=train_index)
+        preprocessor = Preprocessor().fit(frame, categorical=_names(self.categorical),
+                                          exclude=_names(self.exclude), source=source,
+                                          rows=train_index)
         encoded = preprocessor.transform(frame, source=source)
-        torch.manual_seed(seed)
         layout = preprocessor.layout
         config = VAEConfig.sized_for(layout.n_numeric, layout.n_indicators,
                                      layout.category_sizes, self.latent_dim)
-        model = TabularVAE(config).to(device)
+        # The initial weights come from the seed; the caller's random stream is left as
+        # it was (training draws from its own generator, below).
+        with torch.random.fork_rng(devices=[]):
+            torch.default_generator.manual_seed(seed)
+            model = TabularVAE(config)
+        model = model.to(device)
         generator = torch.Generator(device=device).manual_seed(seed)
         result = train(model, _tensors(encoded, train_index, device),
                        _tensors(encoded, val_index, device), self._training_config(),
@@ -181,15 +188,32 @@ class VAEAnomalyDetector:
         return preprocessor, model.cpu(), result, val_scores
 
     def _check_params(self) -> None:
+        whole = [name for name in ("samples", "seed", "calibration_fits") if not
+                 _is_int(getattr(self, name))]
+        whole += [name for name in ("epochs", "batch_size", "latent_dim") if not
+                  (getattr(self, name) is None or _is_int(getattr(self, name)))]
+        if whole:
+            raise InputError(f"{_option(whole[0])} must be a whole number "
+                             f"(got {getattr(self, whole[0])!r})")
         checks = [
-            (0 < self.fpr < 1, f"--fpr must be between 0 and 1 (got {self.fpr})"),
+            (_is_real(self.fpr) and 0 < self.fpr < 1,  # and not NaN
+             f"--fpr must be between 0 and 1 (got {self.fpr})"),
             (1 <= self.samples <= MAX_SAMPLES,
              f"--samples must be between 1 and {MAX_SAMPLES} (got {self.samples})"),
             (0 <= self.seed < 2**63, f"--seed must be between 0 and 2**63 - 1 (got {self.seed})"),
             (self.score_kind in SCORE_KINDS,
              f"--score must be elbo or iwae (got {self.score_kind!r})"),
-            (self.beta >= 0, f"--beta must be zero or more (got {self.beta})"),
-            (0 < self.validation_fraction < 1, "the validation fraction must be between 0 and 1"),
+            (_is_real(self.beta) and math.isfinite(self.beta),
+             f"--beta must be a finite number (got {self.beta})"),
+            (not _is_real(self.beta) or self.beta >= 0,
+             f"--beta must be zero or more (got {self.beta})"),
+            (self.learning_rate is None or (_is_real(self.learning_rate)
+                                            and 0 < self.learning_rate < math.inf),
+             f"the learning rate must be a finite number above 0 (got {self.learning_rate})"),
+            # Most rows must train: at 0.999 a 1,000-row file trained on one row.
+            (_is_real(self.validation_fraction) and 0 < self.validation_fraction <= 0.5,
+             f"the validation fraction must be above 0 and at most 0.5 "
+             f"(got {self.validation_fraction})"),
             (self.epochs is None or self.epochs >= 1, "--epochs must be at least 1"),
             (0 <= self.calibration_fits <= 100,
              f"--calibration-fits must be between 0 and 100 (got {self.calibration_fits})"),
@@ -202,6 +226,17 @@ class VAEAnomalyDetector:
         for ok, message in checks:
             if not ok:
                 raise InputError(message)
+        self._as_python_numbers()
+
+    def _as_python_numbers(self) -> None:
+        """numpy scalars (np.int64(7), np.float32(0.5)) become plain ints and floats,
+        which torch's generators and the model file's JSON both need; values stay."""
+        for name in ("samples", "seed", "calibration_fits", "epochs", "batch_size", "latent_dim"):
+            if getattr(self, name) is not None:
+                setattr(self, name, int(getattr(self, name)))
+        for name in ("fpr", "beta", "validation_fraction", "learning_rate"):
+            if getattr(self, name) is not None:
+                setattr(self, name, float(getattr(self, name)))
 
     def _split(self, n: int) -> tuple[np.ndarray, np.ndarray]:
         order = np.random.default_rng(self.seed).permutation(n)
@@ -243,10 +278,12 @@ class VAEAnomalyDetector:
         self._check_fitted()
         samples = self.samples if samples is None else samples
         kind = self.score_kind if kind is None else kind
-        if samples < 1:
-            raise InputError(f"--samples must be at least 1 (got {samples})")
+        check_score_options(seed=seed, samples=samples, threshold=threshold)
+        samples = int(samples)  # numpy integers, as plain ints
         if kind not in SCORE_KINDS:
             raise InputError(f"--score must be elbo or iwae (got {kind!r})")
+        if not _is_int(explain):
+            raise InputError(f"--explain must be a whole number (got {explain!r})")
         if explain < 0:
             raise InputError(f"--explain must be zero or more (got {explain})")
         encoded = self.preprocessor_.transform(frame, source=source, first_row=first_row)
@@ -255,7 +292,7 @@ class VAEAnomalyDetector:
         rows = np.arange(first_row, first_row + len(encoded))
         target = resolve_device(device)
         self.model_.to(target)
-        seed = self.seed if seed is None else seed
+        seed = self.seed if seed is None else int(seed)
         parts = self._score_encoded(encoded, rows, samples, seed, target)
         score = parts.score(kind)
         cut = self.threshold_for(kind) if threshold is None else threshold
@@ -327,7 +364,8 @@ class VAEAnomalyDetector:
         """Everything but the tensors: enough to rebuild and to describe the model."""
         self._check_fitted()
         return {
-            "params": self.get_params(),
+            "params": {**self.get_params(), "categorical": _names(self.categorical),
+                       "exclude": _names(self.exclude)},
             "config": self.config_.to_dict(),
             "preprocessing": self.preprocessor_.to_state(),
             "threshold": float(self.threshold_),
@@ -338,11 +376,28 @@ class VAEAnomalyDetector:
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
 
-    def get_params(self) -> dict:
-        return {name: getattr(self, name) for name in (
-            "latent_dim", "epochs", "batch_size", "beta", "fpr", "samples",
-            "validation_fraction", "learning_rate", "categorical", "exclude", "score_kind",
-            "device", "seed", "calibration_fits")}
+    _PARAM_NAMES = ("latent_dim", "epochs", "batch_size", "beta", "fpr", "samples",
+                    "validation_fraction", "learning_rate", "categorical", "exclude",
+                    "score_kind", "device", "seed", "calibration_fits")
+
+    def get_params(self, deep: bool = True) -> dict:
+        """The constructor arguments (scikit-learn's convention; ``deep`` has nothing
+        nested to descend into)."""
+        return {name: getattr(self, name) for name in self._PARAM_NAMES}
+
+    def set_params(self, **params) -> VAEAnomalyDetector:
+        """Change constructor arguments, as scikit-learn's ``set_params``; refit after.
+
+        Example:
+            >>> detector = VAEAnomalyDetector().set_params(beta=0.5, seed=7)
+        """
+        unknown = sorted(set(params) - set(self._PARAM_NAMES))
+        if unknown:
+            raise InputError(f"unknown parameter {unknown[0]!r}; the parameters are: "
+                             f"{', '.join(self._PARAM_NAMES)}")
+        for name, value in params.items():
+            setattr(self, name, value)
+        return self
 
 
 def load(path) -> VAEAnomalyDetector:
@@ -360,9 +415,13 @@ def loads(payload: bytes, name: str = "the model") -> VAEAnomalyDetector:
 def _rebuild_checked(metadata: dict, tensors: dict[str, torch.Tensor], name) -> VAEAnomalyDetector:
     try:
         return _rebuild(metadata, tensors)
-    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
-        raise ModelFileError(f"{name} has inconsistent contents "
-                             f"({type(exc).__name__}); fit the model again") from None
+    except InputError as exc:  # a parameter no fit would have accepted
+        raise ModelFileError(f"{name} has an invalid setting ({exc}); "
+                             "fit the model again") from None
+    except (KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError) as exc:
+        reason = f"missing {exc}" if isinstance(exc, KeyError) else str(exc).splitlines()[0]
+        raise ModelFileError(f"{name} has inconsistent contents ({reason[:200]}); "
+                             "fit the model again") from None
 
 
 def _rebuild(metadata: dict, tensors: dict[str, torch.Tensor]) -> VAEAnomalyDetector:
@@ -378,7 +437,55 @@ def _rebuild(metadata: dict, tensors: dict[str, torch.Tensor]) -> VAEAnomalyDete
         kind: tensors[f"calibration_scores.{kind}"].double().numpy() for kind in SCORE_KINDS}
     detector.summary_ = FitSummary(**metadata["training"])
     detector.metadata_ = metadata
+    # Everything the file says is checked now, so that a damaged or hand-edited file
+    # fails here with ModelFileError and not later, in the middle of scoring.
+    detector._check_params()
+    _check_consistent(detector)
     return detector
+
+
+def _check_consistent(detector: VAEAnomalyDetector) -> None:
+    """Raise ValueError where the parts of a loaded model do not fit together."""
+    layout, config = detector.preprocessor_.layout, detector.config_
+    if (layout.n_numeric, layout.n_indicators, list(layout.category_sizes)) != (
+            config.n_numeric, config.n_indicators, list(config.category_sizes)):
+        raise ValueError("its column descriptions do not match its network's inputs")
+    for kind, scores in detector.calibration_scores_.items():
+        if scores.ndim != 1 or len(scores) == 0 or np.isnan(scores).any():
+            raise ValueError(f"its held-out {kind} scores are empty or not numbers")
+    summary = detector.summary_
+    if not (_is_int(summary.best_epoch) and 0 <= summary.best_epoch <= len(summary.history)):
+        raise ValueError("its training history does not hold its best epoch")
+
+
+def _names(value) -> list[str]:
+    """Column names given as a list, or one name on its own (not its letters)."""
+    return [value] if isinstance(value, str) else list(value)
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _is_real(value) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _option(param: str) -> str:
+    return "--" + param.replace("_", "-")
+
+
+def check_score_options(*, seed=None, samples=None, threshold=None) -> None:
+    """Reject scoring options that would otherwise fail deep inside (or silently)."""
+    for name, value in (("seed", seed), ("samples", samples)):
+        if value is not None and not _is_int(value):
+            raise InputError(f"--{name} must be a whole number (got {value!r})")
+    if seed is not None and not 0 <= seed < 2**63:
+        raise InputError(f"--seed must be between 0 and 2**63 - 1 (got {seed})")
+    if samples is not None and not 1 <= samples <= MAX_SAMPLES:
+        raise InputError(f"--samples must be between 1 and {MAX_SAMPLES} (got {samples})")
+    if threshold is not None and not (_is_real(threshold) and math.isfinite(threshold)):
+        raise InputError(f"--threshold must be a finite number (got {threshold!r})")
 
 
 def validation_size(n: int, fraction: float) -> int:

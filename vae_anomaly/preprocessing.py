@@ -221,9 +221,45 @@ class Preprocessor:
 
     @classmethod
     def from_state(cls, state: dict) -> Preprocessor:
+        """Rebuild from ``to_state``; raises ValueError (or KeyError, TypeError) where a
+        column's description is damaged, so that a bad model file fails when it is
+        loaded, not halfway through scoring."""
+        columns = list(state["columns"])
+        for spec in columns:
+            _check_column_state(spec)
+        names = [spec["name"] for spec in columns]
+        if len(set(names)) != len(names):
+            raise ValueError("a column is described twice")
         return cls(max_levels=int(state["max_levels"]),
                    max_rare_levels=int(state["max_rare_levels"]),
-                   columns=list(state["columns"]), ignored=dict(state["ignored"]))
+                   columns=columns, ignored=dict(state["ignored"]))
+
+
+def _check_column_state(spec: dict) -> None:
+    if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
+        raise ValueError("a column description has no name")
+    name, kind = spec["name"], spec.get("kind")
+    if kind == CATEGORICAL:
+        for key in ("levels", "rare_levels"):
+            if not (isinstance(spec[key], list) and all(isinstance(v, str) for v in spec[key])):
+                raise ValueError(f"column `{name}` has a damaged list of {key.replace('_', ' ')}")
+        return
+    if kind != NUMERIC:
+        raise ValueError(f"column `{name}` has an unknown kind {kind!r}")
+    if not isinstance(spec["has_missing"], bool):
+        raise ValueError(f"column `{name}` has a damaged missing-value flag")
+    figures = [spec[key] for key in ("median", "spread", "mean", "std", "min", "max")]
+    # Files of format 1 have no quantile map (their columns are scaled with asinh).
+    knots, scores = spec.get("knots", []), spec.get("knot_scores", [])
+    if not (isinstance(knots, list) and isinstance(scores, list) and len(knots) == len(scores)
+            and (knots or "knots" not in spec)):
+        raise ValueError(f"column `{name}` has a damaged quantile map")
+    values = figures + knots + scores
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+        raise ValueError(f"column `{name}` has a scaling figure that is not a number")
+    if (not np.isfinite(values).all() or spec["spread"] <= 0 or spec["std"] <= 0
+            or (np.diff(knots) <= 0).any() or (np.diff(scores) < 0).any()):
+        raise ValueError(f"column `{name}` has a damaged quantile map or scaling")
 
 
 def _check_named_columns(table: pa.Table, names: list[str], source: str) -> None:
