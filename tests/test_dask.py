@@ -217,7 +217,9 @@ def test_inputs_sharing_a_name_are_refused(tmp_path, data):
     result = invoke("score", tmp_path / "*" / "part-0.csv", "--model", data / "model.vae",
                     "--engine", "dask", "--output-dir", tmp_path / "out")
     assert result.exit_code == 2
-    assert "have the same name, so their outputs would collide" in result.stderr
+    assert result.stderr == (f"Error: {tmp_path}/a/part-0.csv and {tmp_path}/b/part-0.csv would "
+                             f"both be written to {tmp_path}/out/part-0.csv; score them in "
+                             "separate runs or give them different names\n")
 
 
 def test_a_bad_model_fails_before_any_cluster_starts(data, tmp_path):

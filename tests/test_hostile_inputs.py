@@ -14,6 +14,7 @@ score becomes NaN or infinite.
 
 from __future__ import annotations
 
+import gzip
 import json
 import math
 import os
@@ -28,6 +29,8 @@ from typing import Callable
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import torch
 from safetensors.torch import save as save_safetensors
@@ -119,6 +122,21 @@ def edited_model(w: Path, change) -> Path:
 def column_state(meta: dict, name: str) -> dict:
     """The saved description of column ``name`` in a model file's metadata."""
     return next(c for c in meta["preprocessing"]["columns"] if c.get("name") == name)
+
+
+def two_inputs_named_alike(w: Path) -> None:
+    """d1/x.csv and d2/x.csv (different rows), and an empty output folder sc."""
+    for folder, rows in (("d1", 60), ("d2", 20)):
+        (w / folder).mkdir()
+        edited(w, f"{folder}/x.csv", lambda f, n=rows: f.head(n))
+    (w / "sc").mkdir()
+
+
+def parquet_with_list_column(w: Path) -> Path:
+    frame = pd.read_csv(w / "new.csv")
+    frame["tags"] = [[1, 2]] * len(frame)
+    frame.to_parquet(w / "tags.parquet")
+    return w / "tags.parquet"
 
 
 def mkdir(path: Path, then):
@@ -416,6 +434,29 @@ CASES = [
     case("summary-is-the-output",
          lambda w: score(w, w / "new.csv", "--summary", w / "out.csv"), 2,
          ("Error: --summary {w}/out.csv",), False),
+    case("summary-is-the-output-about-to-be-written",  # not there yet: still refused
+         lambda w: score(w, w / "new.csv", "--summary", w / "fresh.csv", output=w / "fresh.csv"),
+         2, "Error: --summary {w}/fresh.csv is the output file itself; choose another path so "
+            "the output is not overwritten"),
+    case("summary-is-an-output-in-the-output-dir",
+         lambda w: mkdir(w / "sc", ["score", w / "new.csv", "--model", w / "model.vae",
+                                    "--output-dir", w / "sc", "--summary", w / "sc" / "new.csv"]),
+         2, "Error: --summary {w}/sc/new.csv is the output file itself; choose another path so "
+            "the output is not overwritten"),
+    case("glob-inputs-of-one-name-into-one-output-dir",  # the second would replace the first
+         lambda w: two_inputs_named_alike(w) or [
+             "score", str(w / "d*" / "x.csv"), "--model", w / "model.vae",
+             "--output-dir", w / "sc"], 2,
+         "Error: {w}/d1/x.csv and {w}/d2/x.csv would both be written to {w}/sc/x.csv; score "
+         "them in separate runs or give them different names"),
+    case("report-output-is-the-model",
+         lambda w: ["report", w / "model.vae", "-o", w / "model.vae"], 2,
+         "Error: --output {w}/model.vae is the model file itself; choose another path so the "
+         "model is not overwritten"),
+    case("report-output-is-the-scored-file",
+         lambda w: ["report", w / "model.vae", w / "new.csv", "-o", w / "new.csv"], 2,
+         "Error: --output {w}/new.csv is the input file itself; choose another path so the "
+         "input is not overwritten"),
     case("summary-is-the-model",
          lambda w: score(w, w / "new.csv", "--summary", w / "model.vae"), 2,
          ("Error: --summary {w}/model.vae",), False),
@@ -470,6 +511,14 @@ CASES = [
     case("score-glob-matching-nothing",
          lambda w: score(w, str(w / "incoming" / "*.csv")), 2,
          ("Error: no files match", "; check the pattern"), False),
+    case("score-parquet-list-column-to-csv",  # a CSV cell cannot hold a list
+         lambda w: score(w, parquet_with_list_column(w)), 2,
+         "Error: column `tags` holds list<element: int64> values, which a CSV output cannot "
+         "hold; write a .parquet output or drop the column"),
+    case("score-gzip-compressed-csv",
+         lambda w: score(w, write(w, "gz.csv", gzip.compress(new_text(w).encode()))), 2,
+         "Error: gz.csv is gzip-compressed; decompress it first (gunzip -k gz.csv) and pass "
+         "the .csv"),
     case("score-corrupt-parquet",
          lambda w: score(w, write(w, "bad.parquet", b"PAR1 not really parquet")), 2,
          ("Error: bad.parquet is not a readable Parquet file",), False),
@@ -560,6 +609,71 @@ def test_header_only_score_is_a_normal_night(work):
     lines = (work / "out.csv").read_text().splitlines()
     assert len(lines) == 1 and lines[0].startswith(header + ",anomaly_score,is_anomaly")
     assert not leftovers(work)
+
+
+def test_a_header_with_no_line_break_after_it_is_a_normal_night_too(work):
+    header = new_text(work).splitlines()[0]
+    write(work, "header.csv", header)  # no "\n": some exporters end the file so
+    result = invoke(*score(work, work / "header.csv"))
+    assert result.exit_code == 0, result.stderr
+    lines = (work / "out.csv").read_text().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(header + ",anomaly_score,is_anomaly")
+
+
+def test_a_quiet_parquet_night_keeps_the_column_types(work):
+    typed = pd.read_csv(work / "new.csv")
+    typed.iloc[:0].to_parquet(work / "none.parquet")
+    typed.to_parquet(work / "some.parquet")
+    for name in ("none", "some"):
+        result = invoke(*score(work, work / f"{name}.parquet", output=work / f"{name}.out.parquet"))
+        assert result.exit_code == 0, result.stderr
+    quiet, busy = (pq.read_schema(work / f"{n}.out.parquet") for n in ("none", "some"))
+    assert quiet.names == busy.names
+    for name in typed.columns:
+        assert quiet.field(name).type == busy.field(name).type, name
+    assert pa.types.is_floating(quiet.field("x").type)
+
+
+def test_a_parquet_column_with_no_values_at_all_scores_as_all_missing(work):
+    frame = pd.read_csv(work / "new.csv")
+    frame["amount"] = None  # pandas writes this as Arrow type null
+    frame.to_parquet(work / "nulls.parquet")
+    assert pa.types.is_null(pq.read_schema(work / "nulls.parquet").field("amount").type)
+    result = invoke(*score(work, work / "nulls.parquet"))
+    assert result.exit_code == 0, result.stderr
+    assert "column `amount` is missing in 100.0% of rows" in result.stderr
+    assert len(pd.read_csv(work / "out.csv")) == len(frame)
+
+
+def test_a_file_name_with_glob_characters_is_that_file(work):
+    shutil.copy(work / "new.csv", work / "data[1].csv")
+    result = invoke(*score(work, work / "data[1].csv"))
+    assert result.exit_code == 0, result.stderr
+    expected = invoke(*score(work, work / "new.csv", output=work / "plain.csv"))
+    assert expected.exit_code == 0
+    assert (work / "out.csv").read_bytes() == (work / "plain.csv").read_bytes()
+
+
+def test_a_reader_that_stops_early_gets_one_line_and_no_traceback(work):
+    big = pd.concat([pd.read_csv(work / "new.csv")] * 40, ignore_index=True)
+    big.to_csv(work / "big.csv", index=False)  # ~150 KB of output: more than a pipe holds
+    process = subprocess.Popen(
+        [sys.executable, "-m", "vae_anomaly", "score", str(work / "big.csv"),
+         "--model", str(work / "model.vae"), "-o", "-", "-q"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process.stdout.readline()
+    process.stdout.close()  # as `| head -1` does
+    stderr = process.stderr.read().decode()
+    assert process.wait(timeout=120) == 2
+    assert stderr == ("Error: standard output was closed before every row was written (the "
+                      "command reading it stopped early); write to a file with -o to keep "
+                      "every row\n")
+
+
+def test_no_arguments_prints_help_and_no_empty_error_line():
+    result = invoke()
+    assert "Usage:" in result.stdout
+    assert "Error" not in result.stderr
 
 
 def test_utf8_bom_is_read_as_plain_utf8(work):

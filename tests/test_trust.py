@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 
 from conftest import SAMPLE_DATA, make_records
 from vae_anomaly import InputError, VAEAnomalyDetector, load
+from vae_anomaly.api import evaluate_file
 from vae_anomaly.cli import app
 from vae_anomaly.data import to_arrow
 from vae_anomaly.detector import _fold_seed, calibration_folds
@@ -201,3 +202,32 @@ def test_evaluate_terminal_view_and_errors(sample_model):
                                   "truth", "--model", str(sample_model)])
     assert missing.exit_code == 2
     assert missing.stderr.startswith("Error: label column `truth` is not in new.csv")
+
+
+@pytest.mark.parametrize("value, message", [
+    ("", "is empty at row 75; every row needs a label (1 = anomaly, 0 = normal)"),
+    ("7", "has value 7 at row 75; use 1/0 or true/false (1 = anomaly)"),
+    ("maybe", "has value 'maybe' at row 75; use 1/0 or true/false (1 = anomaly)"),
+])
+def test_evaluate_names_the_row_of_the_file_past_the_first_chunk(sample_model, tmp_path, value,
+                                                                 message):
+    frame = pd.read_csv(SAMPLE_DATA / "new.csv", dtype=str, keep_default_na=False).head(100)
+    frame.loc[74, "label"] = value
+    frame.to_csv(tmp_path / "labelled.csv", index=False)
+    with pytest.raises(InputError) as error:
+        evaluate_file(tmp_path / "labelled.csv", sample_model, label_column="label",
+                      chunk_size=30)
+    assert str(error.value) == f"label column `label` in labelled.csv {message}"
+
+
+def test_evaluate_reads_labels_written_as_floats(sample_model, tmp_path):
+    """pandas writes a label column with a gap in it as 0.0/1.0."""
+    frame = pd.read_csv(SAMPLE_DATA / "new.csv").head(200)
+    as_floats = frame.assign(label=frame["label"].astype(float))
+    as_floats.to_csv(tmp_path / "floats.csv", index=False)
+    frame.to_csv(tmp_path / "ints.csv", index=False)
+    assert "1.0" in (tmp_path / "floats.csv").read_text()
+    metrics = [evaluate_file(tmp_path / f"{name}.csv", sample_model, label_column="label")
+               for name in ("floats", "ints")]
+    assert metrics[0]["roc_auc"] == metrics[1]["roc_auc"]
+    assert metrics[0]["confusion_matrix"] == metrics[1]["confusion_matrix"]

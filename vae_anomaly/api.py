@@ -33,11 +33,12 @@ from .data import (
     is_parquet,
     read_batches,
     read_table,
+    refuse_same_file,
     table_output,
 )
 from .detector import (EXPLANATION_COLUMN, SCORE_COLUMNS, FitSummary, VAEAnomalyDetector,
                        check_score_options, load)
-from .errors import InputError, OutputError
+from .errors import InputError
 from .evaluation import classification_metrics, parse_labels
 from .health import HealthMonitor
 from .preprocessing import NUMERIC
@@ -71,7 +72,7 @@ def fit_file(data, model_path, *, callbacks: Sequence[TrainingCallback] = (),
              **detector_options) -> FitResult:
     """Train on the CSV ``data`` and write the model file atomically to ``model_path``."""
     data, model_path = Path(data), Path(model_path)
-    _refuse_same_file(data, model_path, "--model")
+    refuse_same_file(data, model_path, "--model")
     check_writable_destination(model_path)
     with exclusive_lock(model_path):
         frame = read_table(data)
@@ -106,8 +107,8 @@ def score_file(data, model_path, *, output: str | Path | None = None, seed: int 
     data = Path(data)
     destination = None if output == "-" else Path(output or default_output_path(data))
     if destination is not None:
-        _refuse_same_file(data, destination, "--output")
-        _refuse_same_file(Path(model_path), destination, "--output", "model")
+        refuse_same_file(data, destination, "--output")
+        refuse_same_file(Path(model_path), destination, "--output", "model")
         check_writable_destination(destination)
     detector = detector or load(model_path)
     health = HealthMonitor(detector.preprocessor_)
@@ -145,7 +146,8 @@ def evaluate_file(data, model_path, *, label_column: str, seed: int | None = Non
         if label_column in detector.preprocessor_.feature_names:
             raise InputError(f"`{label_column}` is one of the model's input columns; refit with "
                              f"--exclude {label_column} so the model never sees the label")
-        labels.append(parse_labels(table.column(label_column), label_column, data.name))
+        labels.append(parse_labels(table.column(label_column), label_column, data.name,
+                                   first_row=rows))
         columns = detector.score_columns(table, samples=samples, seed=seed, threshold=threshold,
                                          first_row=rows, source=data.name, device=device,
                                          kind=kind)
@@ -210,13 +212,14 @@ def score_files(pattern: str | Path, model_path, *, output: str | Path | None = 
     started = time.perf_counter()
     check_engine_options(engine, scheduler=scheduler, output=output, output_dir=output_dir)
     inputs = expand_inputs(pattern)
+    outputs = _planned_outputs(inputs, output, output_dir)
     if summary is not None:
         summary = Path(summary)
         for path in inputs:
-            _refuse_same_file(path, summary, "--summary")
-        _refuse_same_file(Path(model_path), summary, "--summary", "model")
-        if output not in (None, "-"):
-            _refuse_same_file(Path(output), summary, "--summary", "--output")
+            refuse_same_file(path, summary, "--summary")
+        refuse_same_file(Path(model_path), summary, "--summary", "model")
+        for path in outputs:
+            refuse_same_file(path, summary, "--summary", "output")
         check_writable_destination(summary)
     model_sha256 = file_sha256(model_path)  # the model actually used, before any refit
     if engine == "dask":
@@ -244,10 +247,26 @@ def _score_each(pattern, inputs: list[Path], model_path, output, output_dir,
                        **options) for path in inputs]
 
 
+def _planned_outputs(inputs: list[Path], output, output_dir) -> list[Path]:
+    """The files a run will write (none for stdout); refuses two inputs that would
+    write the same output, which would silently keep only the last one."""
+    if output_dir is None:
+        return [] if output == "-" else [Path(output or default_output_path(inputs[0]))]
+    by_name: dict[str, Path] = {}
+    for path in inputs:
+        if path.name in by_name:
+            raise InputError(f"{by_name[path.name]} and {path} would both be written to "
+                             f"{Path(output_dir) / path.name}; score them in separate runs "
+                             "or give them different names")
+        by_name[path.name] = path
+    return [Path(output_dir) / name for name in by_name]
+
+
 def expand_inputs(pattern: str | Path) -> list[Path]:
     """A plain path, or the sorted files a glob pattern matches (an error if none)."""
     text = str(pattern)
-    if not glob.has_magic(text):
+    # A file that exists is itself, even when its name has glob characters (data[1].csv).
+    if not glob.has_magic(text) or Path(text).is_file():
         return [Path(text)]
     matches = sorted(Path(p) for p in glob.glob(text) if Path(p).is_file())
     if not matches:
@@ -268,12 +287,6 @@ def _with_scores(table: pa.Table, scores: dict) -> pa.Table:
     for name, values in scores.items():
         table = table.append_column(name, pa.array(values))
     return table
-
-
-def _refuse_same_file(data: Path, destination: Path, option: str, what: str = "input") -> None:
-    if destination.exists() and data.exists() and destination.resolve() == data.resolve():
-        raise OutputError(f"{option} {destination} is the {what} file itself; "
-                          f"choose another path so the {what} is not overwritten")
 
 
 def describe_model(model_path) -> dict:

@@ -10,6 +10,7 @@ internal error; 130 interrupted.
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sys
 from enum import Enum
@@ -43,7 +44,9 @@ class _OneLineErrors(typer.core.TyperGroup):
         except Exception as exc:  # typer vendors click: match its errors by shape
             if not (hasattr(exc, "format_message") and hasattr(exc, "exit_code")):
                 raise
-            _stderr().print(f"Error: {exc.format_message().rstrip('.')}; see --help", markup=False)
+            message = exc.format_message().rstrip(".")
+            if message:  # no arguments at all: the help text above is the whole answer
+                _stderr().print(f"Error: {message}; see --help", markup=False)
             sys.exit(exc.exit_code)
         sys.exit(result if isinstance(result, int) else EXIT_OK)
 
@@ -133,6 +136,13 @@ def _run(action):
     except KeyboardInterrupt:
         raise _fail("interrupted; the file being written was discarded and any earlier "
                     "version kept", EXIT_INTERRUPTED) from None
+    except BrokenPipeError:
+        # `-o - | head`: the reader left early. Point stdout at /dev/null so that
+        # Python's own flush at exit cannot add a second message.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        raise _fail("standard output was closed before every row was written (the command "
+                    "reading it stopped early); write to a file with -o to keep every row",
+                    EXIT_BAD_INPUT) from None
     except MemoryError:
         raise _fail("out of memory; use a smaller --batch-size or score a smaller file",
                     EXIT_INTERNAL) from None

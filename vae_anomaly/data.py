@@ -96,6 +96,8 @@ def _csv_batches(path: Path) -> Iterator[pa.RecordBatch]:
                 yield batch
             return
         except pa.ArrowInvalid as exc:
+            if delivered == 0 and "Empty CSV file" in str(exc):
+                return  # a header with no line break after it: a file of no rows
             # A row longer than a block (a huge text cell): read again with bigger
             # blocks, past the rows already delivered.
             if "straddling" not in str(exc) or block >= _MAX_CSV_BLOCK_BYTES:
@@ -123,8 +125,11 @@ def _parquet_batches(path: Path, chunk_rows: int) -> Iterator[pa.RecordBatch]:
 
 
 def _header_schema(path: Path) -> pa.Schema:
-    names = pq.ParquetFile(path).schema_arrow.names if is_parquet(path) else _read_header(path)
-    return pa.schema([(name, pa.string()) for name in names])
+    """The columns of a file with no rows: a Parquet file's own types (so that a quiet
+    night's output has the usual schema), text for a CSV's."""
+    if is_parquet(path):
+        return pq.ParquetFile(path).schema_arrow
+    return pa.schema([(name, pa.string()) for name in _read_header(path)])
 
 
 @contextlib.contextmanager
@@ -154,6 +159,11 @@ def _check_readable_file(path: Path) -> None:
 
 def _read_header(path: Path) -> list[str]:
     try:
+        with open(path, "rb") as handle:
+            compressed = handle.read(2) == b"\x1f\x8b"
+        if compressed:
+            raise InputError(f"{path.name} is gzip-compressed; decompress it first "
+                             f"(gunzip -k {path.name}) and pass the .csv")
         with open(path, newline="", encoding="utf-8-sig") as handle:
             return next(csv.reader(handle), [])
     except UnicodeDecodeError as exc:
@@ -233,7 +243,9 @@ def parse_numeric(values, column: str, source: str, first_row: int = 0) -> np.nd
         raise InputError(f"column `{column}` in {source} holds true/false values, not numbers; "
                          f"retrain with --categorical {column}")
     missing = missing_mask(values)
-    if pa.types.is_integer(values.type) or pa.types.is_floating(values.type) \
+    if pa.types.is_null(values.type):  # Parquet's type for a column with no values at all
+        numbers = np.full(len(values), np.nan)
+    elif pa.types.is_integer(values.type) or pa.types.is_floating(values.type) \
             or pa.types.is_decimal(values.type):
         numbers = pc.cast(values, pa.float64()).to_numpy(zero_copy_only=False)
         numbers = np.where(missing, np.nan, numbers)
@@ -312,6 +324,14 @@ def _as_text(value: object) -> object:
 
 
 # ----- writing ------------------------------------------------------------------------
+def refuse_same_file(data: Path, destination: Path, option: str, what: str = "input") -> None:
+    """OutputError if writing ``destination`` would overwrite ``data``. Compared whether
+    or not they exist yet: an output the run is about to write counts."""
+    if Path(destination).resolve() == Path(data).resolve():
+        raise OutputError(f"{option} {destination} is the {what} file itself; "
+                          f"choose another path so the {what} is not overwritten")
+
+
 def check_writable_destination(path: Path) -> Path:
     """Fail early, before any work, if ``path`` cannot be written; return its folder."""
     if path.is_dir():
@@ -371,6 +391,12 @@ class TableWriter:
         self.writer.write_table(table)
 
     def _csv_writer(self, schema: pa.Schema) -> pa_csv.CSVWriter:
+        # A Parquet input may carry lists or structs through to the output; a CSV
+        # cell cannot hold them (checked before a byte is written).
+        for field in schema:
+            if pa.types.is_nested(field.type):
+                raise OutputError(f"column `{field.name}` holds {field.type} values, which a CSV "
+                                  "output cannot hold; write a .parquet output or drop the column")
         # Arrow quotes every header name; write the header the way csv.writer does,
         # quoting only names that need it, so it matches the input's header.
         header = io.StringIO()

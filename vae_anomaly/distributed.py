@@ -100,7 +100,6 @@ def score_partitions(inputs: Sequence[Path], model_path, output_dir, *,
     distributed = import_distributed()
     inputs, model_path = [Path(p) for p in inputs], Path(model_path)
     output_dir = check_output_folder(Path(output_dir))
-    _refuse_shared_names(inputs)
     check_score_options(**{k: options.get(k) for k in ("seed", "samples", "threshold")})
     payload = read_model_payload(model_path)
     with _connect(distributed, scheduler) as client:
@@ -150,17 +149,6 @@ def score_partition(path: str, output: str, payload: bytes, model_path: str,
                               "every worker")
     detector = loads(payload, Path(model_path).name)
     return score_file(path, model_path, output=output, detector=detector, **options)
-
-
-def _refuse_shared_names(inputs: list[Path]) -> None:
-    # Outputs are named after their inputs, so two inputs with one name (from
-    # different folders) would race for the same output file.
-    seen: dict[str, Path] = {}
-    for path in inputs:
-        if path.name in seen:
-            raise InputError(f"{seen[path.name]} and {path} have the same name, so their outputs "
-                             "would collide in --output-dir; score the folders separately")
-        seen[path.name] = path
 
 
 @contextlib.contextmanager

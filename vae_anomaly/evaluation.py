@@ -14,38 +14,45 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
-from .data import missing_mask, parse_numeric
+from .data import looks_numeric, missing_mask, parse_numeric
 from .errors import InputError
 
 _TRUE_TEXT = {"1", "true", "yes", "anomaly"}
 _FALSE_TEXT = {"0", "false", "no", "normal"}
 
 
-def parse_labels(values, column: str, source: str) -> np.ndarray:
-    """0/1 labels from numbers 0/1 or text true/false, yes/no; 1 means anomaly."""
+def parse_labels(values, column: str, source: str, first_row: int = 0) -> np.ndarray:
+    """0/1 labels from numbers 0/1 or text true/false, yes/no; 1 means anomaly.
+    Rows in messages count from ``first_row`` (the chunk's place in its file)."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
     values = values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
     if missing_mask(values).any():
         row = int(np.flatnonzero(missing_mask(values))[0])
-        raise InputError(f"label column `{column}` in {source} is empty at row {row + 1}; "
+        raise InputError(f"label column `{column}` in {source} is empty at row {first_row + row + 1}; "
                          "every row needs a label (1 = anomaly, 0 = normal)")
     if pa.types.is_boolean(values.type):
         return values.to_numpy(zero_copy_only=False).astype(np.int64)
     if pa.types.is_string(values.type):
         text = pc.utf8_lower(pc.utf8_trim_whitespace(values)).to_numpy(zero_copy_only=False)
         known = np.isin(text, list(_TRUE_TEXT | _FALSE_TEXT))
+        if not known.all() and looks_numeric(values):  # e.g. "1.0" from a float column
+            return _zero_one(parse_numeric(values, column, source, first_row), column, source,
+                             first_row)
         if not known.all():
             row = int(np.flatnonzero(~known)[0])
             raise InputError(f"label column `{column}` in {source} has value {text[row]!r} at "
-                             f"row {row + 1}; use 1/0 or true/false (1 = anomaly)")
+                             f"row {first_row + row + 1}; use 1/0 or true/false (1 = anomaly)")
         return np.isin(text, list(_TRUE_TEXT)).astype(np.int64)
-    numbers = parse_numeric(values, column, source)
+    return _zero_one(parse_numeric(values, column, source, first_row), column, source, first_row)
+
+
+def _zero_one(numbers: np.ndarray, column: str, source: str, first_row: int) -> np.ndarray:
     if not np.isin(numbers, [0.0, 1.0]).all():
         row = int(np.flatnonzero(~np.isin(numbers, [0.0, 1.0]))[0])
         raise InputError(f"label column `{column}` in {source} has value {numbers[row]:g} at "
-                         f"row {row + 1}; use 1/0 or true/false (1 = anomaly)")
+                         f"row {first_row + row + 1}; use 1/0 or true/false (1 = anomaly)")
     return numbers.astype(np.int64)
 
 

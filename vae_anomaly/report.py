@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from .api import describe_model
-from .data import atomic_output, read_table
+from .data import atomic_output, read_table, refuse_same_file
 from .detector import (EXPLANATION_COLUMN, SCORE_COLUMNS, VAEAnomalyDetector, calibration_source,
                        load)
 from .errors import InputError
@@ -84,8 +84,11 @@ def render_report(model_path, scored_path=None, *, top: int = 20) -> str:
 
 def write_report(model_path, output_path, scored_path=None, top: int = 20) -> Path:
     """Render the report and write it atomically (UTF-8) to ``output_path``."""
-    text = render_report(model_path, scored_path, top=top)
     output_path = Path(output_path)
+    refuse_same_file(Path(model_path), output_path, "--output", "model")
+    if scored_path is not None:
+        refuse_same_file(Path(scored_path), output_path, "--output")
+    text = render_report(model_path, scored_path, top=top)
     with atomic_output(output_path, "wb") as stream:
         stream.write(text.encode("utf-8"))
     return output_path
