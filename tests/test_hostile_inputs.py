@@ -457,6 +457,10 @@ CASES = [
          lambda w: ["report", w / "model.vae", w / "new.csv", "-o", w / "new.csv"], 2,
          "Error: --output {w}/new.csv is the input file itself; choose another path so the "
          "input is not overwritten"),
+    case("summary-to-standard-output",
+         lambda w: score(w, w / "new.csv", "--summary", "-"), 2,
+         "Error: --summary needs a file path, not - (standard output carries the scored rows "
+         "with -o -); pass e.g. --summary run.json"),
     case("summary-is-the-model",
          lambda w: score(w, w / "new.csv", "--summary", w / "model.vae"), 2,
          ("Error: --summary {w}/model.vae",), False),

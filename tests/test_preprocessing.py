@@ -188,3 +188,25 @@ def test_held_out_rows_take_no_part_in_the_scaling_or_the_levels():
                 == {k: alone_column.get(k) for k in learned})
     everything = Preprocessor().fit(frame, exclude=["id"])
     assert everything.columns[0]["knots"] != detector.preprocessor_.columns[0]["knots"]
+
+
+def test_a_numeric_column_with_a_few_text_cells_is_categorical_with_a_note():
+    frame = make_records(200).astype({"x": str})
+    frame.loc[6, "x"] = "n/a?"
+    frame.loc[9, "x"] = "about 3"
+    pre = Preprocessor().fit(frame, exclude=["id"])
+    assert {c["name"]: c["kind"] for c in pre.columns}["x"] == "categorical"
+    assert ("column `x` is treated as categorical: 2 of its 200 values are not numbers (the "
+            "first: 'n/a?' at row 7); fix them or leave them empty to use the column as "
+            "numbers") in pre.notes
+    # Real text columns, numbers written as 1e3, .5, -2 or inf, and --categorical get no note.
+    plain = make_records(200).astype({"x": str})
+    plain.loc[:3, "x"] = ["1e3", ".5", "-2", "inf"]
+    plain.loc[4, "x"] = "text"
+    assert [n for n in Preprocessor().fit(plain, exclude=["id"]).notes if "`x`" in n] == [
+        "column `x` is treated as categorical: 1 of its 200 values is not a number (the "
+        "first: 'text' at row 5); fix them or leave them empty to use the column as numbers"]
+    assert not [n for n in Preprocessor().fit(frame, exclude=["id"], categorical=["x"]).notes
+                if "`x`" in n]
+    assert not [n for n in Preprocessor().fit(make_records(200), exclude=["id"]).notes
+                if "`colour`" in n]

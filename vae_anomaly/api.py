@@ -214,6 +214,9 @@ def score_files(pattern: str | Path, model_path, *, output: str | Path | None = 
     inputs = expand_inputs(pattern)
     outputs = _planned_outputs(inputs, output, output_dir)
     if summary is not None:
+        if str(summary) == "-":
+            raise InputError("--summary needs a file path, not - (standard output carries the "
+                             "scored rows with -o -); pass e.g. --summary run.json")
         summary = Path(summary)
         for path in inputs:
             refuse_same_file(path, summary, "--summary")

@@ -81,6 +81,12 @@ class Layout:
         return self.n_numeric + self.n_indicators + sum(self.category_sizes)
 
 
+# A cell that reads as a number (as pandas and pyarrow parse them), and the largest
+# share of other cells for which a mostly numeric column earns a note at fit.
+_NUMBER_PATTERN = r"^\s*[+-]?(\d+\.?\d*|\.\d+)(e[+-]?\d+)?\s*$|^\s*[+-]?(inf|infinity|nan)\s*$"
+_MAX_STRAY_SHARE = 0.05
+
+
 @dataclass
 class Preprocessor:
     """Learns column kinds and scaling from training data; encodes any later batch.
@@ -134,10 +140,30 @@ class Preprocessor:
             self._ignore(name, "it has a distinct value in every row, so it looks like an id "
                                f"(pass --categorical {name} to use it)")
             return None
+        if not force_categorical:
+            self._note_stray_text(values, name, missing)
         if rows is not None:  # the levels of the training rows only
             levels = _level_counts(values.filter(pa.array(learn)))
         return _fit_categorical(name, levels, self.max_levels, self.max_rare_levels,
                                 float(missing.mean()))
+
+    def _note_stray_text(self, values: pa.ChunkedArray, name: str, missing: np.ndarray) -> None:
+        """A column of numbers but for a few text cells (a typo, a stray 'n/a?') becomes
+        categorical: say so, naming the first such cell, as that is rarely what was meant."""
+        text = values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
+        if not (pa.types.is_string(text.type) or pa.types.is_large_string(text.type)):
+            return
+        number = pc.fill_null(pc.match_substring_regex(text, _NUMBER_PATTERN, ignore_case=True),
+                              False).to_numpy(zero_copy_only=False)
+        stray = np.flatnonzero(~number & ~missing)
+        present = int((~missing).sum())
+        if 0 < len(stray) <= _MAX_STRAY_SHARE * present:
+            first = int(stray[0])
+            self.notes.append(
+                f"column `{name}` is treated as categorical: {len(stray)} of its {present} values "
+                f"{'is not a number' if len(stray) == 1 else 'are not numbers'} "
+                f"(the first: {text[first].as_py()!r} at row {first + 1}); "
+                "fix them or leave them empty to use the column as numbers")
 
     def _ignore(self, name: str, reason: str) -> None:
         self.ignored[name] = reason
