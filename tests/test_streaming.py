@@ -53,6 +53,24 @@ def test_a_glob_scores_every_file_into_the_output_dir(tiny_dir, tiny_model, tmp_
     assert (scored / "a.csv").read_bytes() == (scored / "b.csv").read_bytes()
 
 
+def test_a_glob_that_fails_on_a_later_file_says_which_outputs_are_complete(tiny_dir, tiny_model,
+                                                                           tmp_path):
+    incoming, scored = tmp_path / "incoming", tmp_path / "scored"
+    incoming.mkdir(), scored.mkdir()
+    for name in ("a.csv", "b.csv"):
+        shutil.copy(tiny_dir / "new.csv", incoming / name)
+    pd.read_csv(tiny_dir / "new.csv").drop(columns="amount").to_csv(incoming / "c.csv",
+                                                                    index=False)
+    result = runner.invoke(app, ["score", str(incoming / "*.csv"), "--model", str(tiny_model),
+                                 "--output-dir", str(scored), "-q"])
+    assert result.exit_code == 2
+    assert result.stderr == (
+        "Error: column `amount` is missing from c.csv (the model was trained with it) (2 "
+        f"earlier file(s) of this run were scored and kept: {scored / 'a.csv'}, "
+        f"{scored / 'b.csv'})\n")
+    assert sorted(p.name for p in scored.iterdir()) == ["a.csv", "b.csv"]
+
+
 def test_a_glob_matching_several_files_needs_an_output_dir(tiny_dir, tiny_model, tmp_path):
     for name in ("a.csv", "b.csv"):
         shutil.copy(tiny_dir / "new.csv", tmp_path / name)

@@ -38,7 +38,7 @@ from .data import (
 )
 from .detector import (EXPLANATION_COLUMN, SCORE_COLUMNS, FitSummary, VAEAnomalyDetector,
                        check_score_options, load)
-from .errors import InputError
+from .errors import InputError, VAEAnomalyError
 from .evaluation import classification_metrics, parse_labels
 from .health import HealthMonitor
 from .preprocessing import NUMERIC
@@ -246,8 +246,24 @@ def _score_each(pattern, inputs: list[Path], model_path, output, output_dir,
         raise InputError("pass either --output or --output-dir, not both")
     output_dir = check_output_folder(Path(output_dir))
     detector = load(model_path)
-    return [score_file(path, model_path, output=output_dir / path.name, detector=detector,
-                       **options) for path in inputs]
+    results: list[ScoreResult] = []
+    for path in inputs:
+        try:
+            results.append(score_file(path, model_path, output=output_dir / path.name,
+                                      detector=detector, **options))
+        except VAEAnomalyError as exc:
+            raise _with_completed(exc, results) from None
+    return results
+
+
+def _with_completed(exc: VAEAnomalyError, done: list[ScoreResult]) -> VAEAnomalyError:
+    """The same error, saying which outputs of the run were already written and kept,
+    so that a cron log shows what is complete (there is no summary for a failed run)."""
+    if not done:
+        return exc
+    names = ", ".join(str(r.output) for r in done[:3]) + (", ..." if len(done) > 3 else "")
+    return type(exc)(f"{exc} ({len(done)} earlier file(s) of this run were scored and kept: "
+                     f"{names})")
 
 
 def _planned_outputs(inputs: list[Path], output, output_dir) -> list[Path]:
