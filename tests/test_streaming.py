@@ -115,6 +115,33 @@ def test_scores_are_bit_identical_whatever_the_thread_count_or_chunking(tiny_mod
                                   equal_nan=True), column
 
 
+def test_callers_scoring_from_several_threads_at_once_get_the_same_bits(tiny_model):
+    """torch's thread count is process-wide; concurrent callers (a threaded Dask worker)
+    must neither see each other's setting mid-pass nor leave it changed."""
+    import concurrent.futures
+
+    import numpy as np
+    import torch
+
+    from conftest import make_records
+    from vae_anomaly import load
+
+    detector = load(tiny_model)
+    frames = [make_records(1500, seed=seed) for seed in range(6)]
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        alone = [detector.score(frame)["anomaly_score"].to_numpy() for frame in frames]
+        with concurrent.futures.ThreadPoolExecutor(3) as callers:
+            together = list(callers.map(lambda f: detector.score(f)["anomaly_score"].to_numpy(),
+                                        frames))
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+    for one, other in zip(alone, together):
+        assert np.array_equal(one, other)
+
+
 def test_a_cell_longer_than_the_read_block_is_read_whole(tmp_path, monkeypatch):
     """Arrow cannot parse a row longer than its block; the reader retries with
     bigger blocks, past the rows it already delivered, so nothing repeats or drops."""

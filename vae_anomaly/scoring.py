@@ -20,6 +20,7 @@ import concurrent.futures
 import contextlib
 import functools
 import math
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -128,20 +129,30 @@ def score_rows(model: TabularVAE, batch: EncodedBatch, row_ids: np.ndarray,
     return ScoreParts(*(np.concatenate(column) for column in zip(*parts)))
 
 
+# torch's thread count is process-wide: callers scoring on CPU from several threads
+# at once (a threaded Dask worker, a web service) take turns, so that none sees
+# another's setting in the middle of its passes.
+_CPU_SCORING = threading.Lock()
+
+
 @contextlib.contextmanager
 def _pass_map(device) -> Iterator[Callable]:
     """A map over passes: on the CPU, one torch thread per pass and as many passes at
     once as torch had threads; elsewhere (a GPU), one after another."""
-    threads = torch.get_num_threads()
-    if torch.device(device).type != "cpu" or threads == 1:
+    if torch.device(device).type != "cpu":
         yield map
         return
-    torch.set_num_threads(1)
-    try:
-        with concurrent.futures.ThreadPoolExecutor(threads) as pool:
-            yield pool.map
-    finally:
-        torch.set_num_threads(threads)
+    with _CPU_SCORING:
+        threads = torch.get_num_threads()
+        if threads == 1:
+            yield map
+            return
+        torch.set_num_threads(1)
+        try:
+            with concurrent.futures.ThreadPoolExecutor(threads) as pool:
+                yield pool.map
+        finally:
+            torch.set_num_threads(threads)
 
 
 @torch.inference_mode()  # per thread: passes may run on pool threads
