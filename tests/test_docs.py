@@ -8,6 +8,8 @@ click objects. When this test fails, regenerate it with:
 
 from __future__ import annotations
 
+import contextlib
+import io
 from pathlib import Path
 
 import typer
@@ -99,5 +101,24 @@ def test_python_docs_examples_run(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     namespace: dict = {}
     for block in blocks:
-        exec(compile(block, "docs/python.md", "exec"), namespace)
+        printed = io.StringIO()
+        with contextlib.redirect_stdout(printed):
+            exec(compile(block, "docs/python.md", "exec"), namespace)
+        for expected in _documented_prints(block):  # what the doc says a print shows
+            assert " ".join(expected.split()) in " ".join(printed.getvalue().split())
     assert (tmp_path / "model.vae").exists() and (tmp_path / "scored.csv").exists()
+
+
+def _documented_prints(block: str) -> list[str]:
+    """The comment lines right after each print(...) line of a code block, joined."""
+    lines, found = block.splitlines(), []
+    for i, line in enumerate(lines):
+        if line.startswith("print("):
+            comment = []
+            for following in lines[i + 1:]:
+                if not following.startswith("# "):
+                    break
+                comment.append(following.removeprefix("# ").strip())
+            if comment:
+                found.append(" ".join(comment))
+    return found

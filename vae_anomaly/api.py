@@ -113,7 +113,9 @@ def score_file(data, model_path, *, output: str | Path | None = None, seed: int 
     detector = detector or load(model_path)
     health = HealthMonitor(detector.preprocessor_)
     rows = flagged = 0
-    with _locked(destination), table_output(destination, stdout=sys.stdout.buffer) as writer:
+    # sys.stdout.buffer only when writing there: a notebook's stdout has no buffer.
+    stdout = sys.stdout.buffer if destination is None else None
+    with _locked(destination), table_output(destination, stdout=stdout) as writer:
         for table in read_batches(data, chunk_size):
             _refuse_clashing_columns(table, data)
             scores = detector.score_columns(table, samples=samples, seed=seed,
