@@ -39,7 +39,8 @@ def _render_command(name: str, command, parent) -> list[str]:
         if param.name == "help":
             continue
         if param.param_type_name == "argument":
-            names, text = command_metavar(param), f"{param.help or ''} [required]"
+            required = " [required]" if param.required else ""
+            names, text = command_metavar(param), f"{param.help or ''}{required}"
         else:
             names, text = param.get_help_record(context)
         lines.append(f"| `{_cell(names)}` | {_cell(text)} |")

@@ -217,7 +217,7 @@ def score(
     output: Annotated[Optional[str], typer.Option(
         "--output", "-o", metavar="PATH|-",
         help="Output file (.csv or .parquet), or - for CSV on stdout. "
-             "Default: DATA's name with .scored.csv.")] = None,
+             "Default: DATA's name with .scored.csv (.scored.parquet for Parquet).")] = None,
     output_dir: Annotated[Optional[Path], typer.Option(
         metavar="DIR", help="Write one output per input, with the input's name, in DIR.")] = None,
     seed: DrawSeedOption = None,
@@ -243,8 +243,8 @@ def score(
                              "duration and health findings.")] = None,
     engine: Annotated[Engine, typer.Option(
         help="local: score the files one after another in this process. dask: score each "
-             "file as a task on a Dask cluster (needs --output-dir and "
-             "pip install 'vae-anomaly[dask]'); each row gets the same Monte Carlo draws "
+             "file as a task on a Dask cluster (needs --output-dir and Dask: "
+             "pip install 'dask[distributed]'); each row gets the same Monte Carlo draws "
              "wherever it is scored (docs/scale.md).")] = Engine.local,
     scheduler: Annotated[Optional[str], typer.Option(
         metavar="ADDRESS", help="With --engine dask: a running Dask scheduler, e.g. "

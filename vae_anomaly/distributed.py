@@ -72,8 +72,9 @@ def check_engine_options(engine: str, *, scheduler: str | None, output, output_d
                              "or drop --scheduler")
         return
     if output is not None or output_dir is None:
-        raise InputError("--engine dask writes one output per partition; pass --output-dir DIR "
-                         "instead of --output")
+        instead = " instead of --output" if output is not None else ""
+        raise InputError("--engine dask writes one output per partition; pass --output-dir DIR"
+                         + instead)
     import_distributed()
 
 

@@ -32,6 +32,9 @@ from .preprocessing import EncodedBatch
 
 DEFAULT_SAMPLES = 16
 _ROWS_PER_PASS = 1024  # K x rows x width activations: small enough to stay in cache
+# Above 64 draws a pass holds fewer rows, so its K x rows stays at 64 x 1,024: at the
+# top of the --samples range (65,536) a pass of 1,024 rows needed tens of GB.
+_DRAWS_PER_PASS = 64 * _ROWS_PER_PASS
 
 _MASK32 = 0xFFFFFFFF
 _TABLE_SIZE = 1 << 16
@@ -125,7 +128,7 @@ def score_rows(model: TabularVAE, batch: EncodedBatch, row_ids: np.ndarray,
     run_pass = functools.partial(_score_pass, model, batch, row_ids, samples=samples,
                                  seed=seed, device=device)
     with _pass_map(device) as map_passes:
-        parts = list(map_passes(run_pass, range(0, len(batch), _ROWS_PER_PASS)))
+        parts = list(map_passes(run_pass, range(0, len(batch), rows_per_pass(samples))))
     return ScoreParts(*(np.concatenate(column) for column in zip(*parts)))
 
 
@@ -133,6 +136,12 @@ def score_rows(model: TabularVAE, batch: EncodedBatch, row_ids: np.ndarray,
 # at once (a threaded Dask worker, a web service) take turns, so that none sees
 # another's setting in the middle of its passes.
 _CPU_SCORING = threading.Lock()
+
+
+def rows_per_pass(samples: int) -> int:
+    """Rows scored together: fixed by K alone, so a row's arithmetic never depends on
+    the chunk or the file it came in."""
+    return max(1, min(_ROWS_PER_PASS, _DRAWS_PER_PASS // samples))
 
 
 @contextlib.contextmanager
@@ -158,12 +167,13 @@ def _pass_map(device) -> Iterator[Callable]:
 @torch.inference_mode()  # per thread: passes may run on pool threads
 def _score_pass(model: TabularVAE, batch: EncodedBatch, row_ids: np.ndarray, start: int, *,
                 samples: int, seed: int, device) -> tuple[np.ndarray, ...]:
-    n = min(_ROWS_PER_PASS, len(batch) - start)
+    size = rows_per_pass(samples)
+    n = min(size, len(batch) - start)
 
     def padded(array):
         part = array[start:start + n]
-        if n < _ROWS_PER_PASS:  # same shape every pass: same arithmetic for every row
-            part = np.concatenate([part, np.zeros((_ROWS_PER_PASS - n, *part.shape[1:]),
+        if n < size:  # same shape every pass: same arithmetic for every row
+            part = np.concatenate([part, np.zeros((size - n, *part.shape[1:]),
                                                   dtype=part.dtype)])
         return torch.from_numpy(part).to(device)
 
