@@ -210,3 +210,29 @@ def test_a_numeric_column_with_a_few_text_cells_is_categorical_with_a_note():
                 if "`x`" in n]
     assert not [n for n in Preprocessor().fit(make_records(200), exclude=["id"]).notes
                 if "`colour`" in n]
+
+
+def test_typed_columns_decimals_are_numbers_and_lists_are_ignored_with_a_reason():
+    import decimal
+
+    import pyarrow as pa
+
+    rng = np.random.default_rng(0)
+    table = pa.table({
+        "x": rng.normal(size=60),
+        "price": pa.array([decimal.Decimal(f"{v:.2f}") for v in rng.uniform(0, 100, 60)],
+                          pa.decimal128(10, 2)),
+        "tags": pa.array([[i % 3] for i in range(60)]),
+    })
+    pre = Preprocessor().fit(table)
+    assert {c["name"]: c["kind"] for c in pre.columns} == {"x": "numeric", "price": "numeric"}
+    kind = table.schema.field("tags").type  # list<item: int64> (list<element: ...> from Parquet)
+    assert pre.ignored == {"tags": f"it holds {kind} values, not numbers or categories"}
+    with pytest.raises(InputError) as error:
+        Preprocessor().fit(table, categorical=["tags"])
+    assert str(error.value) == (f"column `tags` holds {kind} values, which cannot be "
+                                "categories; drop --categorical tags")
+    with pytest.raises(InputError) as error:
+        Preprocessor().fit(table, categorical=["x"], exclude=["x"])
+    assert str(error.value) == ("column `x` is named by both --categorical and --exclude; keep "
+                                "the one you mean")

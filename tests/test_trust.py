@@ -231,3 +231,20 @@ def test_evaluate_reads_labels_written_as_floats(sample_model, tmp_path):
                for name in ("floats", "ints")]
     assert metrics[0]["roc_auc"] == metrics[1]["roc_auc"]
     assert metrics[0]["confusion_matrix"] == metrics[1]["confusion_matrix"]
+
+
+def test_rates_with_nothing_to_count_are_none_not_zero():
+    from vae_anomaly.evaluation import classification_metrics
+
+    scores = np.arange(6.0)
+    all_normal = classification_metrics(np.zeros(6, int), scores, (scores > 3).astype(int), 3.0)
+    assert (all_normal["precision"], all_normal["recall"], all_normal["f1"]) == (0.0, None, None)
+    assert all_normal["false_positive_rate"] == pytest.approx(2 / 6)
+    none_flagged = classification_metrics(np.array([0, 0, 0, 1, 1, 0]), scores,
+                                          np.zeros(6, int), 9.0)
+    assert (none_flagged["precision"], none_flagged["recall"], none_flagged["f1"]) == (
+        None, 0.0, None)
+    some = classification_metrics(np.array([0, 0, 0, 1, 1, 0]), scores,
+                                  (scores > 2).astype(int), 2.0)
+    assert (some["precision"], some["recall"]) == (pytest.approx(2 / 3), 1.0)
+    assert some["f1"] == pytest.approx(0.8)

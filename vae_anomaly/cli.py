@@ -329,8 +329,8 @@ def evaluate(
 
 
 def _render_metrics(m: dict) -> None:
-    def number(value):
-        return "n/a (one class only)" if value is None else f"{value:.4f}"
+    def number(value, why="one class only"):
+        return f"n/a ({why})" if value is None else f"{value:.4f}"
 
     table = Table(title=f"Evaluation of {m['input']} ({m['rows']} rows, {m['anomalies']} anomalies)")
     table.add_column("metric")
@@ -339,8 +339,10 @@ def _render_metrics(m: dict) -> None:
     for name, value in [
         ("ROC-AUC", number(m["roc_auc"])), ("average precision", number(m["average_precision"])),
         (f"threshold ({m['score']})", f"{m['threshold']:.6g}"),
-        ("precision", number(m["precision"])), ("recall", number(m["recall"])),
-        ("F1", number(m["f1"])), ("false-positive rate", number(m["false_positive_rate"])),
+        ("precision", number(m["precision"], "nothing flagged")),
+        ("recall", number(m["recall"], "no anomalies in the file")),
+        ("F1", number(m["f1"], "needs precision and recall")),
+        ("false-positive rate", number(m["false_positive_rate"], "no normal rows")),
         ("confusion (tn fp / fn tp)", f"{cm['tn']} {cm['fp']} / {cm['fn']} {cm['tp']}"),
         ("best F1", number(m["best_f1"])),
         ("best-F1 threshold", "n/a" if m["best_f1_threshold"] is None

@@ -282,7 +282,8 @@ def looks_numeric(values) -> bool:
     values = _plain(values)
     if pa.types.is_boolean(values.type):
         return False
-    if pa.types.is_integer(values.type) or pa.types.is_floating(values.type):
+    if pa.types.is_integer(values.type) or pa.types.is_floating(values.type) \
+            or pa.types.is_decimal(values.type):
         return True
     if not (pa.types.is_string(values.type) or pa.types.is_large_string(values.type)):
         return False

@@ -61,9 +61,13 @@ def classification_metrics(labels: np.ndarray, scores: np.ndarray, flagged: np.n
     """ROC-AUC, average precision, precision/recall/F1 and the confusion matrix at the
     threshold, and the threshold that would maximise F1."""
     both_classes = 0 < labels.sum() < len(labels)
-    precision, recall, f1, _ = precision_recall_fscore_support(
-        labels, flagged, average="binary", zero_division=0)
-    tn, fp, fn, tp = confusion_matrix(labels, flagged, labels=[0, 1]).ravel()
+    tn, fp, fn, tp = (int(n) for n in confusion_matrix(labels, flagged, labels=[0, 1]).ravel())
+    rates = precision_recall_fscore_support(labels, flagged, average="binary", zero_division=0)
+    # None, not 0, where a rate has nothing to count: precision with no row flagged,
+    # recall with no anomaly in the file, and F1 without both.
+    precision = float(rates[0]) if tp + fp else None
+    recall = float(rates[1]) if tp + fn else None
+    f1 = float(rates[2]) if precision is not None and recall is not None else None
     result = {
         "rows": int(len(labels)),
         "anomalies": int(labels.sum()),
@@ -71,9 +75,9 @@ def classification_metrics(labels: np.ndarray, scores: np.ndarray, flagged: np.n
         "average_precision": float(average_precision_score(labels, scores)) if both_classes
         else None,
         "threshold": float(threshold),
-        "precision": float(precision),
-        "recall": float(recall),
-        "f1": float(f1),
+        "precision": precision,
+        "recall": recall,
+        "f1": f1,
         "false_positive_rate": float(fp / (fp + tn)) if fp + tn else None,
         "confusion_matrix": {"tn": int(tn), "fp": int(fp), "fn": int(fn), "tp": int(tp)},
     }

@@ -113,6 +113,10 @@ class Preprocessor:
         """
         table = to_arrow(frame)
         _check_named_columns(table, list(categorical) + list(exclude), source)
+        both = [name for name in categorical if name in exclude]
+        if both:
+            raise InputError(f"column `{both[0]}` is named by both --categorical and --exclude; "
+                             "keep the one you mean")
         self.columns, self.ignored, self.notes = [], {}, []
         for name in table.column_names:
             if name in exclude:
@@ -128,6 +132,12 @@ class Preprocessor:
 
     def _fit_column(self, values: pa.ChunkedArray, name: str, force_categorical: bool,
                     rows: np.ndarray | None) -> dict | None:
+        if pa.types.is_nested(values.type):  # lists, structs, maps (Parquet only)
+            if force_categorical:
+                raise InputError(f"column `{name}` holds {values.type} values, which cannot be "
+                                 f"categories; drop --categorical {name}")
+            self._ignore(name, f"it holds {values.type} values, not numbers or categories")
+            return None
         missing = missing_mask(values)
         if missing.all():
             self._ignore(name, "it is empty in every row")
