@@ -314,7 +314,9 @@ def evaluate(
     """Score a labelled file as `score` would and report how well anomalies are found.
 
     Reports ROC-AUC and average precision; precision, recall, F1 and the confusion
-    matrix at the threshold; and the threshold that would give the best F1.
+    matrix at the threshold; and the threshold that would give the best F1. A metric
+    with nothing to count (recall on a file without anomalies, precision when nothing
+    is flagged) is n/a, null in --json.
 
     Example: vae-anomaly evaluate labeled.csv --label-column label --json
     """
