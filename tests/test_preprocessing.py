@@ -236,3 +236,23 @@ def test_typed_columns_decimals_are_numbers_and_lists_are_ignored_with_a_reason(
         Preprocessor().fit(table, categorical=["x"], exclude=["x"])
     assert str(error.value) == ("column `x` is named by both --categorical and --exclude; keep "
                                 "the one you mean")
+
+
+def test_date_columns_are_left_out_with_a_note_unless_forced_categorical():
+    import pyarrow as pa
+
+    frame = make_records(60)
+    frame["day"] = ["2024-06-0%d" % (1 + i % 3) for i in range(60)]  # 3 levels: not id-like
+    frame["stamp"] = pd.Timestamp("2024-06-01") + pd.to_timedelta(np.arange(60) % 5, unit="h")
+    frame.loc[3, "day"] = ""  # missing cells do not stop a column counting as dates
+    pre = Preprocessor().fit(frame, exclude=["id"])
+    assert set(pre.ignored) == {"id", "day", "stamp"}
+    assert pre.ignored["day"] == (
+        "it holds dates or times, and each new file brings dates that training never saw "
+        "(derive numbers such as the hour or weekday to use them, or pass --categorical day)")
+    assert pa.types.is_timestamp(pa.Table.from_pandas(frame).schema.field("stamp").type)
+    forced = Preprocessor().fit(frame, exclude=["id"], categorical=["day"])
+    assert {c["name"]: c["kind"] for c in forced.columns}["day"] == "categorical"
+    # A text column with one cell that is not a date is ordinary text.
+    frame.loc[5, "day"] = "soon"
+    assert "day" not in Preprocessor().fit(frame, exclude=["id"]).ignored

@@ -81,6 +81,10 @@ class Layout:
         return self.n_numeric + self.n_indicators + sum(self.category_sizes)
 
 
+# A date, or a date and time, as CSV exports write them: 2024-06-01, 2024-06-01 13:45,
+# 2024-06-01T13:45:07.123Z, 2024-06-01 13:45:07+02:00, 2024/06/01.
+_DATE_PATTERN = (r"^\s*\d{4}[-/]\d{1,2}[-/]\d{1,2}([ T]\d{1,2}:\d{2}(:\d{2}(\.\d+)?)?"
+                 r"\s*(Z|[+-]\d{2}:?\d{2})?)?\s*$")
 # A cell that reads as a number (as pandas and pyarrow parse them), and the largest
 # share of other cells for which a mostly numeric column earns a note at fit.
 _NUMBER_PATTERN = r"^\s*[+-]?(\d+\.?\d*|\.\d+)(e[+-]?\d+)?\s*$|^\s*[+-]?(inf|infinity|nan)\s*$"
@@ -145,6 +149,12 @@ class Preprocessor:
         learn = _cells_to_learn_from(missing, rows)
         if not force_categorical and looks_numeric(values):
             return _fit_numeric(values, name, missing, learn)
+        if not force_categorical and _holds_dates(values, missing):
+            # As categories, tomorrow's dates would all be levels training never saw.
+            self._ignore(name, "it holds dates or times, and each new file brings dates that "
+                               "training never saw (derive numbers such as the hour or weekday "
+                               f"to use them, or pass --categorical {name})")
+            return None
         levels = _level_counts(values)
         if not force_categorical and len(levels) == (~missing).sum() >= 20:
             self._ignore(name, "it has a distinct value in every row, so it looks like an id "
@@ -269,6 +279,17 @@ class Preprocessor:
         return cls(max_levels=int(state["max_levels"]),
                    max_rare_levels=int(state["max_rare_levels"]),
                    columns=columns, ignored=dict(state["ignored"]))
+
+
+def _holds_dates(values: pa.ChunkedArray, missing: np.ndarray) -> bool:
+    """Typed dates and timestamps, or text whose every present cell is an ISO-style date."""
+    if pa.types.is_date(values.type) or pa.types.is_timestamp(values.type):
+        return True
+    if not (pa.types.is_string(values.type) or pa.types.is_large_string(values.type)):
+        return False
+    text = values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
+    dated = pc.fill_null(pc.match_substring_regex(text, _DATE_PATTERN), False)
+    return bool((dated.to_numpy(zero_copy_only=False) | missing).all())
 
 
 def _check_column_state(spec: dict) -> None:
