@@ -87,6 +87,18 @@ def test_an_arrow_table_with_a_repeated_name_is_refused(fitted):
         fitted.score(table)
 
 
+def test_a_model_file_saved_under_older_looser_fit_rules_still_loads(tiny_model, tmp_path):
+    from conftest import rewrite_metadata
+
+    def loose(meta):  # accepted by fit before 2026-11-25; not used by scoring
+        meta["params"].update(validation_fraction=0.6, learning_rate=0.0)
+
+    path = tmp_path / "old.vae"
+    path.write_bytes(rewrite_metadata(tiny_model.read_bytes(), loose))
+    frame = make_records(20, seed=4)
+    assert load(path).score(frame).equals(load(tiny_model).score(frame))
+
+
 def test_clone_and_set_params_follow_scikit_learn():
     detector = VAEAnomalyDetector(beta=0.5, exclude=("id",), seed=3)
     copy = clone(detector)

@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 
+import numpy as np
 import pandas as pd
 import pytest
 from typer.testing import CliRunner
@@ -250,6 +251,40 @@ def test_typed_frames_score_like_the_csv(tiny_model, tiny_dir):
     from vae_anomaly.data import read_table
     text = detector.score(read_table(path))
     pd.testing.assert_frame_equal(typed, text, rtol=1e-5)
+
+
+def test_a_long_tailed_column_is_not_drift_when_the_training_file_is_scored(tmp_path):
+    """One-off merchants in 15% of rows: the held-out training rows have unseen levels
+    too, so only a rise above their share is drift."""
+    rng = np.random.default_rng(3)
+    frame = make_records(400, seed=3)
+    frame["merchant"] = np.where(rng.random(400) < 0.85, rng.choice(["a", "b", "c"], 400),
+                                 [f"m{i}" for i in range(400)])
+    frame.to_csv(tmp_path / "train.csv", index=False)
+    assert invoke("fit", tmp_path / "train.csv", "--model", tmp_path / "m.vae", "--epochs", 2,
+                  "--calibration-fits", 0, "--exclude", "id", "-q").exit_code == 0
+    same = invoke("score", tmp_path / "train.csv", "--model", tmp_path / "m.vae", "-o",
+                  tmp_path / "o.csv", "--fail-on-drift")
+    assert same.exit_code == 0 and "Warning" not in same.stderr, same.stderr
+    baseline = load(tmp_path / "m.vae").preprocessor_.columns[-1]["heldout_unseen_rate"]
+    assert 0.05 < baseline < 0.3
+    frame["merchant"] = [f"new{i}" if i % 2 else "a" for i in range(400)]  # 50% unseen
+    frame.to_csv(tmp_path / "drift.csv", index=False)
+    drifted = invoke("score", tmp_path / "drift.csv", "--model", tmp_path / "m.vae", "-o",
+                     tmp_path / "o2.csv", "--fail-on-drift")
+    assert drifted.exit_code == 3
+    assert (f"Warning: drift.csv: column `merchant` has categories never seen in training in "
+            f"50.0% of rows (held-out training rows: {baseline:.1%})") in drifted.stderr
+
+
+def test_a_rise_of_exactly_five_points_in_missing_cells_is_not_drift():
+    from vae_anomaly.health import _findings
+
+    spec = {"name": "v", "kind": "numeric", "missing_rate": 0.09, "min": 0.0, "max": 1.0}
+    row = {"missing_rate": 0.14, "training_missing_rate": 0.09, "outside_range_share": 0.0}
+    assert 0.14 - 0.09 > 0.05  # the float trap the check must not fall into
+    assert _findings(spec, {"missing": 14}, row) == []
+    assert _findings(spec, {"missing": 15}, {**row, "missing_rate": 0.15}) != []
 
 
 def test_dated_file_names_get_their_own_default_outputs(work):

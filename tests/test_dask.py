@@ -182,6 +182,34 @@ def test_engine_options_are_checked(data, args, message):
     assert message in result.stderr
 
 
+@pytest.mark.parametrize("option, message", [
+    (["--chunk-size", "0"], "Error: --chunk-size must be at least 1 (got 0)\n"),
+    (["--explain", "-1"], "Error: --explain must be zero or more (got -1)\n"),
+])
+def test_scoring_options_are_checked_before_any_cluster_is_reached(data, tmp_path, option,
+                                                                  message):
+    pytest.importorskip("distributed")
+    result = invoke("score", data / "data" / "part-0.csv", "--model", data / "model.vae",
+                    "--engine", "dask", "--scheduler", "tcp://127.0.0.1:9",  # nothing there
+                    "--output-dir", tmp_path, *option)
+    assert result.exit_code == 2
+    assert result.stderr == message  # the local engine's words, not "N partitions failed"
+
+
+def test_score_partitions_itself_refuses_inputs_of_one_name(data, tmp_path):
+    pytest.importorskip("distributed")
+    from vae_anomaly.distributed import score_partitions
+    from vae_anomaly.errors import InputError
+
+    for sub in ("a", "b"):
+        (tmp_path / sub).mkdir()
+        shutil.copy(data / "data" / "part-0.csv", tmp_path / sub / "part-0.csv")
+    (tmp_path / "out").mkdir()
+    with pytest.raises(InputError, match="would both be written to"):
+        score_partitions([tmp_path / "a" / "part-0.csv", tmp_path / "b" / "part-0.csv"],
+                         data / "model.vae", tmp_path / "out", scheduler="tcp://127.0.0.1:9")
+
+
 def test_an_unreachable_scheduler_is_one_line(data):
     dask = pytest.importorskip("dask")
     pytest.importorskip("distributed")

@@ -674,6 +674,21 @@ def test_a_reader_that_stops_early_gets_one_line_and_no_traceback(work):
                       "every row\n")
 
 
+def test_an_output_path_that_is_a_symlink_loop_is_replaced_like_any_file(work):
+    (work / "loop.csv").symlink_to(work / "loop.csv")
+    result = invoke(*score(work, work / "new.csv", output=work / "loop.csv"))
+    assert result.exit_code == 0, result.stderr
+    assert not (work / "loop.csv").is_symlink()
+    assert len(pd.read_csv(work / "loop.csv")) == 60
+
+
+def test_a_pattern_too_long_to_be_a_file_name_matches_nothing(work):
+    pattern = str(work / ("x" * 300 + "*.csv"))
+    result = invoke(*score(work, pattern))
+    line = assert_one_line_error(result, 2)
+    assert line.startswith("Error: no files match")
+
+
 def test_no_arguments_prints_help_and_no_empty_error_line():
     result = invoke()
     assert "Usage:" in result.stdout

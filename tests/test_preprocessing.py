@@ -196,16 +196,23 @@ def test_a_numeric_column_with_a_few_text_cells_is_categorical_with_a_note():
     frame.loc[9, "x"] = "about 3"
     pre = Preprocessor().fit(frame, exclude=["id"])
     assert {c["name"]: c["kind"] for c in pre.columns}["x"] == "categorical"
-    assert ("column `x` is treated as categorical: 2 of its 200 values are not numbers (the "
-            "first: 'n/a?' at row 7); fix them or leave them empty to use the column as "
-            "numbers") in pre.notes
+    assert ("column `x` is treated as categorical: it holds numbers but 2 of its 200 values "
+            "are not numbers (the first: 'n/a?' at row 7); fix them or leave them empty to use "
+            "the column as numbers") in pre.notes
     # Real text columns, numbers written as 1e3, .5, -2 or inf, and --categorical get no note.
     plain = make_records(200).astype({"x": str})
-    plain.loc[:3, "x"] = ["1e3", ".5", "-2", "inf"]
-    plain.loc[4, "x"] = "text"
+    plain.loc[:4, "x"] = ["1e3", ".5", "-2", "inf", "7\u00a0"]  # NBSP: trimmed, as parsing does
+    plain.loc[5, "x"] = "text"
     assert [n for n in Preprocessor().fit(plain, exclude=["id"]).notes if "`x`" in n] == [
-        "column `x` is treated as categorical: 1 of its 200 values is not a number (the "
-        "first: 'text' at row 5); fix them or leave them empty to use the column as numbers"]
+        "column `x` is treated as categorical: it holds numbers but 1 of its 200 values is not "
+        "a number (the first: 'text' at row 6); fix them or leave them empty to use the column "
+        "as numbers"]
+    # Unrounded floats differ in every row: with a typo they are no id, and the reason says so.
+    floats = make_records(200).assign(amount=[f"{v:.6f}" for v in np.linspace(1, 2, 200)])
+    floats.loc[6, "amount"] = "1..5"
+    assert Preprocessor().fit(floats, exclude=["id"]).ignored["amount"] == (
+        "it holds numbers but 1 of its 200 values is not a number (the first: '1..5' at row 7); "
+        "fix them or leave them empty to use the column as numbers")
     assert not [n for n in Preprocessor().fit(frame, exclude=["id"], categorical=["x"]).notes
                 if "`x`" in n]
     assert not [n for n in Preprocessor().fit(make_records(200), exclude=["id"]).notes

@@ -115,31 +115,45 @@ def test_scores_are_bit_identical_whatever_the_thread_count_or_chunking(tiny_mod
                                   equal_nan=True), column
 
 
-def test_callers_scoring_from_several_threads_at_once_get_the_same_bits(tiny_model):
-    """torch's thread count is process-wide; concurrent callers (a threaded Dask worker)
-    must neither see each other's setting mid-pass nor leave it changed."""
-    import concurrent.futures
+def test_callers_scoring_from_several_threads_at_once_take_turns(tiny_model, monkeypatch):
+    """torch's thread count is process-wide, and each CPU scoring call sets it to 1 for
+    a pool of passes as wide as the machine. Two callers at once (a threaded Dask worker)
+    would each run such a pool and read or restore the other's setting mid-way; instead
+    one caller's passes all run, then the other's, each on one torch thread."""
+    import threading
+    import time
 
-    import numpy as np
     import torch
 
     from conftest import make_records
     from vae_anomaly import load
+    from vae_anomaly import scoring
 
-    detector = load(tiny_model)
-    frames = [make_records(1500, seed=seed) for seed in range(6)]
+    detector, seen = load(tiny_model), []
+    real_pass = scoring._score_pass
+
+    def slow_pass(model, batch, *args, **kwargs):
+        seen.append((len(batch), torch.get_num_threads()))
+        time.sleep(0.02)  # keeps one caller busy while the other starts
+        return real_pass(model, batch, *args, **kwargs)
+
+    monkeypatch.setattr(scoring, "_score_pass", slow_pass)
     before = torch.get_num_threads()
     try:
         torch.set_num_threads(2)
-        alone = [detector.score(frame)["anomaly_score"].to_numpy() for frame in frames]
-        with concurrent.futures.ThreadPoolExecutor(3) as callers:
-            together = list(callers.map(lambda f: detector.score(f)["anomaly_score"].to_numpy(),
-                                        frames))
+        callers = [threading.Thread(target=detector.score, args=(make_records(rows, seed=1),))
+                   for rows in (6 * 1024, 5 * 1024)]  # 6 and 5 passes, told apart by size
+        for caller in callers:
+            caller.start()
+        for caller in callers:
+            caller.join()
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
-    for one, other in zip(alone, together):
-        assert np.array_equal(one, other)
+    assert {threads for _, threads in seen} == {1}
+    order = [rows for rows, _ in seen]
+    assert sorted(order) == [5 * 1024] * 5 + [6 * 1024] * 6
+    assert order in ([6 * 1024] * 6 + [5 * 1024] * 5, [5 * 1024] * 5 + [6 * 1024] * 6), order
 
 
 def test_a_cell_longer_than_the_read_block_is_read_whole(tmp_path, monkeypatch):

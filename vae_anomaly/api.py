@@ -14,6 +14,7 @@ import contextlib
 import glob
 import hashlib
 import json
+import numbers
 import sys
 import time
 from collections.abc import Sequence
@@ -101,9 +102,8 @@ def score_file(data, model_path, *, output: str | Path | None = None, seed: int 
     rows, and the scores equal those of scoring the file in one piece.
     """
     started = time.perf_counter()
-    check_score_options(seed=seed, samples=samples, threshold=threshold)
-    if chunk_size < 1:
-        raise InputError(f"--chunk-size must be at least 1 (got {chunk_size})")
+    check_score_options(seed=seed, samples=samples, threshold=threshold, explain=explain)
+    check_chunk_size(chunk_size)
     data = Path(data)
     destination = None if output == "-" else Path(output or default_output_path(data))
     if destination is not None:
@@ -165,6 +165,12 @@ def evaluate_file(data, model_path, *, label_column: str, seed: int | None = Non
             "score": kind or detector.score_kind, **metrics}
 
 
+def check_chunk_size(chunk_size) -> None:
+    if not (isinstance(chunk_size, numbers.Integral) and not isinstance(chunk_size, bool)) \
+            or chunk_size < 1:
+        raise InputError(f"--chunk-size must be at least 1 (got {chunk_size})")
+
+
 def _locked(destination: Path | None):
     return contextlib.nullcontext() if destination is None else exclusive_lock(destination)
 
@@ -214,7 +220,7 @@ def score_files(pattern: str | Path, model_path, *, output: str | Path | None = 
     started = time.perf_counter()
     check_engine_options(engine, scheduler=scheduler, output=output, output_dir=output_dir)
     inputs = expand_inputs(pattern)
-    outputs = _planned_outputs(inputs, output, output_dir)
+    outputs = planned_outputs(inputs, output, output_dir)
     if summary is not None:
         if str(summary) == "-":
             raise InputError("--summary needs a file path, not - (standard output carries the "
@@ -268,7 +274,7 @@ def _with_completed(exc: VAEAnomalyError, done: list[ScoreResult]) -> VAEAnomaly
                      f"{names})")
 
 
-def _planned_outputs(inputs: list[Path], output, output_dir) -> list[Path]:
+def planned_outputs(inputs: list[Path], output, output_dir) -> list[Path]:
     """The files a run will write (none for stdout); refuses two inputs that would
     write the same output, which would silently keep only the last one."""
     if output_dir is None:
@@ -283,11 +289,18 @@ def _planned_outputs(inputs: list[Path], output, output_dir) -> list[Path]:
     return [Path(output_dir) / name for name in by_name]
 
 
+def _is_file(text: str) -> bool:
+    try:
+        return Path(text).is_file()
+    except OSError:  # e.g. a name too long to be a file: then it is only a pattern
+        return False
+
+
 def expand_inputs(pattern: str | Path) -> list[Path]:
     """A plain path, or the sorted files a glob pattern matches (an error if none)."""
     text = str(pattern)
     # A file that exists is itself, even when its name has glob characters (data[1].csv).
-    if not glob.has_magic(text) or Path(text).is_file():
+    if not glob.has_magic(text) or _is_file(text):
         return [Path(text)]
     matches = sorted(Path(p) for p in glob.glob(text) if Path(p).is_file())
     if not matches:

@@ -9,6 +9,7 @@ internal error; 130 interrupted.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -139,7 +140,8 @@ def _run(action):
     except BrokenPipeError:
         # `-o - | head`: the reader left early. Point stdout at /dev/null so that
         # Python's own flush at exit cannot add a second message.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        with contextlib.suppress(OSError, ValueError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         raise _fail("standard output was closed before every row was written (the command "
                     "reading it stopped early); write to a file with -o to keep every row",
                     EXIT_BAD_INPUT) from None

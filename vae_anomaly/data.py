@@ -192,12 +192,12 @@ def _check_header(header: list[str], path: Path) -> None:
 def to_arrow(frame: pd.DataFrame | pa.Table) -> pa.Table:
     """Accept a pandas DataFrame or an Arrow table; return an Arrow table."""
     if isinstance(frame, pa.Table):
-        _refuse_repeated_names(frame.column_names, "Arrow table")
+        _refuse_repeated_names(frame.column_names, "Arrow table", "")
         return frame
     if not isinstance(frame, pd.DataFrame):
         raise InputError(f"expected a pandas DataFrame or pyarrow Table, got {type(frame).__name__}")
     # Names become text: 1 and "1" would be one column, and one of them would be lost.
-    _refuse_repeated_names([str(name) for name in frame.columns], "DataFrame")
+    _refuse_repeated_names([str(name) for name in frame.columns], "DataFrame", " (as text)")
     columns = {}
     for position, name in enumerate(frame.columns):
         values = frame.iloc[:, position]
@@ -208,10 +208,10 @@ def to_arrow(frame: pd.DataFrame | pa.Table) -> pa.Table:
     return pa.table(columns) if columns else pa.table({})
 
 
-def _refuse_repeated_names(names: list[str], what: str) -> None:
+def _refuse_repeated_names(names: list[str], what: str, how: str) -> None:
     repeated = sorted(name for name, count in Counter(names).items() if count > 1)
     if repeated:
-        raise InputError(f"column `{repeated[0]}` appears twice in the {what} (as text); "
+        raise InputError(f"column `{repeated[0]}` appears twice in the {what}{how}; "
                          "give every column a unique name")
 
 
@@ -328,7 +328,11 @@ def _as_text(value: object) -> object:
 def refuse_same_file(data: Path, destination: Path, option: str, what: str = "input") -> None:
     """OutputError if writing ``destination`` would overwrite ``data``. Compared whether
     or not they exist yet: an output the run is about to write counts."""
-    if Path(destination).resolve() == Path(data).resolve():
+    try:
+        same = Path(destination).resolve() == Path(data).resolve()
+    except (OSError, RuntimeError):  # a symlink loop, a name too long: not the same file
+        same = False
+    if same:
         raise OutputError(f"{option} {destination} is the {what} file itself; "
                           f"choose another path so the {what} is not overwritten")
 

@@ -168,6 +168,7 @@ class VAEAnomalyDetector:
                                           exclude=_names(self.exclude), source=source,
                                           rows=train_index)
         encoded = preprocessor.transform(frame, source=source)
+        preprocessor.note_heldout_unseen(encoded, val_index)
         layout = preprocessor.layout
         config = VAEConfig.sized_for(layout.n_numeric, layout.n_indicators,
                                      layout.category_sizes, self.latent_dim)
@@ -187,11 +188,15 @@ class VAEAnomalyDetector:
                                 samples=self.samples, seed=self.seed, device=device)
         return preprocessor, model.cpu(), result, val_scores
 
-    def _check_params(self) -> None:
-        whole = [name for name in ("samples", "seed", "calibration_fits") if not
-                 _is_int(getattr(self, name))]
-        whole += [name for name in ("epochs", "batch_size", "latent_dim") if not
-                  (getattr(self, name) is None or _is_int(getattr(self, name)))]
+    def _check_params(self, for_fit: bool = True) -> None:
+        """InputError for a setting no fit accepts. A loaded model (``for_fit=False``)
+        is held only to what scoring uses, so files written under older, looser
+        rules still load."""
+        whole = [name for name in ("samples", "seed") if not _is_int(getattr(self, name))]
+        if for_fit:
+            whole += [name for name in ("calibration_fits",) if not _is_int(getattr(self, name))]
+            whole += [name for name in ("epochs", "batch_size", "latent_dim") if not
+                      (getattr(self, name) is None or _is_int(getattr(self, name)))]
         if whole:
             raise InputError(f"{_option(whole[0])} must be a whole number "
                              f"(got {getattr(self, whole[0])!r})")
@@ -203,6 +208,19 @@ class VAEAnomalyDetector:
             (0 <= self.seed < 2**63, f"--seed must be between 0 and 2**63 - 1 (got {self.seed})"),
             (self.score_kind in SCORE_KINDS,
              f"--score must be elbo or iwae (got {self.score_kind!r})"),
+            (_column_names(self.categorical) and _column_names(self.exclude),
+             f"--categorical and --exclude take column names (got {self.categorical!r} and "
+             f"{self.exclude!r})"),
+        ]
+        if for_fit:
+            checks += self._fit_checks()
+        for ok, message in checks:
+            if not ok:
+                raise InputError(message)
+        self._as_python_numbers()
+
+    def _fit_checks(self) -> list[tuple[bool, str]]:
+        return [
             (_is_real(self.beta) and math.isfinite(self.beta),
              f"--beta must be a finite number (got {self.beta})"),
             (not _is_real(self.beta) or self.beta >= 0,
@@ -223,10 +241,6 @@ class VAEAnomalyDetector:
             (self.batch_size is None or self.batch_size <= 1_000_000,
              f"--batch-size must be at most 1000000 (got {self.batch_size})"),
         ]
-        for ok, message in checks:
-            if not ok:
-                raise InputError(message)
-        self._as_python_numbers()
 
     def _as_python_numbers(self) -> None:
         """numpy scalars (np.int64(7), np.float32(0.5)) become plain ints and floats,
@@ -278,14 +292,10 @@ class VAEAnomalyDetector:
         self._check_fitted()
         samples = self.samples if samples is None else samples
         kind = self.score_kind if kind is None else kind
-        check_score_options(seed=seed, samples=samples, threshold=threshold)
+        check_score_options(seed=seed, samples=samples, threshold=threshold, explain=explain)
         samples = int(samples)  # numpy integers, as plain ints
         if kind not in SCORE_KINDS:
             raise InputError(f"--score must be elbo or iwae (got {kind!r})")
-        if not _is_int(explain):
-            raise InputError(f"--explain must be a whole number (got {explain!r})")
-        if explain < 0:
-            raise InputError(f"--explain must be zero or more (got {explain})")
         encoded = self.preprocessor_.transform(frame, source=source, first_row=first_row)
         if health is not None:
             health.add(encoded)
@@ -439,7 +449,7 @@ def _rebuild(metadata: dict, tensors: dict[str, torch.Tensor]) -> VAEAnomalyDete
     detector.metadata_ = metadata
     # Everything the file says is checked now, so that a damaged or hand-edited file
     # fails here with ModelFileError and not later, in the middle of scoring.
-    detector._check_params()
+    detector._check_params(for_fit=False)
     _check_consistent(detector)
     return detector
 
@@ -463,6 +473,16 @@ def _names(value) -> list[str]:
     return [value] if isinstance(value, str) else list(value)
 
 
+def _column_names(value) -> bool:
+    """Whether ``value`` is one column name or a collection of them."""
+    if isinstance(value, str):
+        return True
+    try:
+        return all(isinstance(name, str) for name in value)
+    except TypeError:
+        return False
+
+
 def _is_int(value) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
@@ -475,9 +495,9 @@ def _option(param: str) -> str:
     return "--" + param.replace("_", "-")
 
 
-def check_score_options(*, seed=None, samples=None, threshold=None) -> None:
+def check_score_options(*, seed=None, samples=None, threshold=None, explain=None) -> None:
     """Reject scoring options that would otherwise fail deep inside (or silently)."""
-    for name, value in (("seed", seed), ("samples", samples)):
+    for name, value in (("seed", seed), ("samples", samples), ("explain", explain)):
         if value is not None and not _is_int(value):
             raise InputError(f"--{name} must be a whole number (got {value!r})")
     if seed is not None and not 0 <= seed < 2**63:
@@ -486,6 +506,8 @@ def check_score_options(*, seed=None, samples=None, threshold=None) -> None:
         raise InputError(f"--samples must be between 1 and {MAX_SAMPLES} (got {samples})")
     if threshold is not None and not (_is_real(threshold) and math.isfinite(threshold)):
         raise InputError(f"--threshold must be a finite number (got {threshold!r})")
+    if explain is not None and explain < 0:
+        raise InputError(f"--explain must be zero or more (got {explain})")
 
 
 def validation_size(n: int, fraction: float) -> int:

@@ -155,35 +155,31 @@ class Preprocessor:
                                "training never saw (derive numbers such as the hour or weekday "
                                f"to use them, or pass --categorical {name})")
             return None
+        stray = None if force_categorical else _stray_text(values, missing)
         levels = _level_counts(values)
         if not force_categorical and len(levels) == (~missing).sum() >= 20:
-            self._ignore(name, "it has a distinct value in every row, so it looks like an id "
-                               f"(pass --categorical {name} to use it)")
+            self._ignore(name, f"it holds numbers but {stray}" if stray else
+                         "it has a distinct value in every row, so it looks like an id "
+                         f"(pass --categorical {name} to use it)")
             return None
-        if not force_categorical:
-            self._note_stray_text(values, name, missing)
+        if stray:
+            self.notes.append(f"column `{name}` is treated as categorical: it holds numbers but "
+                              f"{stray}")
         if rows is not None:  # the levels of the training rows only
             levels = _level_counts(values.filter(pa.array(learn)))
         return _fit_categorical(name, levels, self.max_levels, self.max_rare_levels,
                                 float(missing.mean()))
 
-    def _note_stray_text(self, values: pa.ChunkedArray, name: str, missing: np.ndarray) -> None:
-        """A column of numbers but for a few text cells (a typo, a stray 'n/a?') becomes
-        categorical: say so, naming the first such cell, as that is rarely what was meant."""
-        text = values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
-        if not (pa.types.is_string(text.type) or pa.types.is_large_string(text.type)):
-            return
-        number = pc.fill_null(pc.match_substring_regex(text, _NUMBER_PATTERN, ignore_case=True),
-                              False).to_numpy(zero_copy_only=False)
-        stray = np.flatnonzero(~number & ~missing)
-        present = int((~missing).sum())
-        if 0 < len(stray) <= _MAX_STRAY_SHARE * present:
-            first = int(stray[0])
-            self.notes.append(
-                f"column `{name}` is treated as categorical: {len(stray)} of its {present} values "
-                f"{'is not a number' if len(stray) == 1 else 'are not numbers'} "
-                f"(the first: {text[first].as_py()!r} at row {first + 1}); "
-                "fix them or leave them empty to use the column as numbers")
+
+    def note_heldout_unseen(self, encoded: EncodedBatch, heldout: np.ndarray) -> None:
+        """Record, per categorical column, the share of the held-out training rows whose
+        level the fitted rows never had: a long-tailed column (one-off merchants, cities)
+        has such rows in every fresh file, and the health check measures drift above it."""
+        categorical = [c for c in self.columns if c["kind"] == CATEGORICAL]
+        codes = encoded.categories[heldout]
+        for j, spec in enumerate(categorical):
+            spec["heldout_unseen_rate"] = float((codes[:, j] == UNKNOWN_CODE).mean()) \
+                if len(heldout) else 0.0
 
     def _ignore(self, name: str, reason: str) -> None:
         self.ignored[name] = reason
@@ -281,6 +277,26 @@ class Preprocessor:
                    columns=columns, ignored=dict(state["ignored"]))
 
 
+def _stray_text(values: pa.ChunkedArray, missing: np.ndarray) -> str | None:
+    """For a column of numbers but for a few text cells (a typo, a stray 'n/a?'), which
+    is then no numeric column, the part of a Note that names them; None otherwise."""
+    text = values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
+    if not (pa.types.is_string(text.type) or pa.types.is_large_string(text.type)):
+        return None
+    trimmed = pc.utf8_trim_whitespace(text)  # as the number parser trims (NBSP included)
+    number = pc.fill_null(pc.match_substring_regex(trimmed, _NUMBER_PATTERN, ignore_case=True),
+                          False).to_numpy(zero_copy_only=False)
+    stray = np.flatnonzero(~number & ~missing)
+    present = int((~missing).sum())
+    if not 0 < len(stray) <= _MAX_STRAY_SHARE * present:
+        return None
+    first = int(stray[0])
+    return (f"{len(stray)} of its {present} values "
+            f"{'is not a number' if len(stray) == 1 else 'are not numbers'} "
+            f"(the first: {text[first].as_py()!r} at row {first + 1}); "
+            "fix them or leave them empty to use the column as numbers")
+
+
 def _holds_dates(values: pa.ChunkedArray, missing: np.ndarray) -> bool:
     """Typed dates and timestamps, or text whose every present cell is an ISO-style date."""
     if pa.types.is_date(values.type) or pa.types.is_timestamp(values.type):
@@ -288,7 +304,7 @@ def _holds_dates(values: pa.ChunkedArray, missing: np.ndarray) -> bool:
     if not (pa.types.is_string(values.type) or pa.types.is_large_string(values.type)):
         return False
     text = values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
-    dated = pc.fill_null(pc.match_substring_regex(text, _DATE_PATTERN), False)
+    dated = pc.fill_null(pc.match_substring_regex(text, _DATE_PATTERN, ignore_case=True), False)
     return bool((dated.to_numpy(zero_copy_only=False) | missing).all())
 
 
@@ -300,6 +316,9 @@ def _check_column_state(spec: dict) -> None:
         for key in ("levels", "rare_levels"):
             if not (isinstance(spec[key], list) and all(isinstance(v, str) for v in spec[key])):
                 raise ValueError(f"column `{name}` has a damaged list of {key.replace('_', ' ')}")
+        rate = spec.get("heldout_unseen_rate", 0.0)  # absent from files before 2026-11-25
+        if not (isinstance(rate, (int, float)) and not isinstance(rate, bool) and 0 <= rate <= 1):
+            raise ValueError(f"column `{name}` has a damaged held-out unseen rate")
         return
     if kind != NUMERIC:
         raise ValueError(f"column `{name}` has an unknown kind {kind!r}")
