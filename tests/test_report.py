@@ -281,3 +281,18 @@ def test_report_renders_in_headless_chromium(tiny_model, scored_csv, tmp_path):
     share_not_background = 1 - counts.max() / packed.size
     assert share_not_background > 0.01, f"the page looks blank ({share_not_background:.2%})"
     assert len(colours) > 50, f"only {len(colours)} distinct colours"
+
+
+def test_flags_are_those_score_made_even_with_its_own_threshold(tiny_dir, tiny_model, tmp_path):
+    """`score --threshold -1e9` flags every row; the report says so, not what the
+    model's own threshold would have flagged."""
+    path = tmp_path / "all.csv"
+    score_file(tiny_dir / "new.csv", tiny_model, output=path, threshold=-1e9)
+    html = render_report(tiny_model, path, top=5)
+    assert "<b>Flagged:</b> 60 (100.0%)" in html
+    assert html.count('class="flagged"') == 5
+    score_file(tiny_dir / "new.csv", tiny_model, output=tmp_path / "default.csv")
+    flagged = int(pd.read_csv(tmp_path / "default.csv")["is_anomaly"].sum())
+    assert flagged < 60
+    default = render_report(tiny_model, tmp_path / "default.csv", top=5)
+    assert f"<b>Flagged:</b> {flagged} ({flagged / 60:.1%})" in default

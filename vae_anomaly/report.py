@@ -158,11 +158,18 @@ def _model_section(info: dict, detector: VAEAnomalyDetector, scored_path,
 
 
 def _batch_facts(path: Path, scored: pd.DataFrame, threshold: float) -> dict:
-    scores = scored["anomaly_score"].to_numpy(dtype=float)
-    above = int(np.sum(scores > threshold))
-    share = f" ({above / len(scores):.1%})" if len(scores) else ""
-    return {"Scored file": path.name, "Scored rows": f"{len(scores)}",
-            "Above threshold": f"{above}{share}"}
+    above = int(_flags(scored, threshold).sum())
+    share = f" ({above / len(scored):.1%})" if len(scored) else ""
+    return {"Scored file": path.name, "Scored rows": f"{len(scored)}",
+            "Flagged": f"{above}{share}"}
+
+
+def _flags(scored: pd.DataFrame, threshold: float) -> np.ndarray:
+    """What `score` decided (its is_anomaly, which honours --threshold and --score);
+    the model's own threshold only for a file without that column."""
+    if "is_anomaly" in scored.columns:
+        return pd.to_numeric(scored["is_anomaly"], errors="coerce").fillna(0).to_numpy() == 1
+    return scored["anomaly_score"].to_numpy(dtype=float) > threshold
 
 
 def _facts(facts: dict) -> str:
@@ -522,12 +529,12 @@ def _top_section(scored: pd.DataFrame, top: int, threshold: float) -> str:
     numeric = set(range(len(header))) - raw
     body = [_top_row(rank, index, row, others, scored.columns)
             for rank, (index, row) in enumerate(rows.iterrows(), start=1)]
-    flagged = ["flagged" if s > threshold else "" for s in rows["anomaly_score"]]
+    flagged = ["flagged" if flag else "" for flag in _flags(rows, threshold)]
     table = _table(header + others, body, numeric=numeric, row_classes=flagged,
                    raw=raw | set(range(len(header), len(header) + len(others))))
     intro = (f'<p class="sub">The {len(rows)} highest-scoring of {len(scored)} rows '
-             f"(row 1 is the file's first data row); rows above the threshold "
-             f"({threshold:.4g}) are shaded.</p>")
+             f"(row 1 is the file's first data row); rows that `score` flagged are shaded "
+             f"(the model's threshold is {threshold:.4g}).</p>")
     return _section("top-anomalies", "Top anomalies", intro + table)
 
 
