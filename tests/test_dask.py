@@ -201,10 +201,7 @@ def test_score_partitions_itself_refuses_inputs_of_one_name(data, tmp_path):
     from vae_anomaly.distributed import score_partitions
     from vae_anomaly.errors import InputError
 
-    for sub in ("a", "b"):
-        (tmp_path / sub).mkdir()
-        shutil.copy(data / "data" / "part-0.csv", tmp_path / sub / "part-0.csv")
-    (tmp_path / "out").mkdir()
+    two_parts_of_one_name(data, tmp_path)
     with pytest.raises(InputError, match="would both be written to"):
         score_partitions([tmp_path / "a" / "part-0.csv", tmp_path / "b" / "part-0.csv"],
                          data / "model.vae", tmp_path / "out", scheduler="tcp://127.0.0.1:9")
@@ -236,12 +233,17 @@ def test_a_scheduler_without_workers_is_one_line(data):
     assert len(result.stderr.splitlines()) == 1
 
 
+def two_parts_of_one_name(data, folder):
+    """folder/a/part-0.csv and folder/b/part-0.csv, and an empty folder/out."""
+    for sub in ("a", "b"):
+        (folder / sub).mkdir()
+        shutil.copy(data / "data" / "part-0.csv", folder / sub / "part-0.csv")
+    (folder / "out").mkdir()
+
+
 def test_inputs_sharing_a_name_are_refused(tmp_path, data):
     pytest.importorskip("distributed")
-    for sub in ("a", "b"):
-        (tmp_path / sub).mkdir()
-        shutil.copy(data / "data" / "part-0.csv", tmp_path / sub / "part-0.csv")
-    (tmp_path / "out").mkdir()
+    two_parts_of_one_name(data, tmp_path)
     result = invoke("score", tmp_path / "*" / "part-0.csv", "--model", data / "model.vae",
                     "--engine", "dask", "--output-dir", tmp_path / "out")
     assert result.exit_code == 2
