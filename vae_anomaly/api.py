@@ -14,7 +14,6 @@ import contextlib
 import glob
 import hashlib
 import json
-import numbers
 import sys
 import time
 from collections.abc import Sequence
@@ -102,8 +101,8 @@ def score_file(data, model_path, *, output: str | Path | None = None, seed: int 
     rows, and the scores equal those of scoring the file in one piece.
     """
     started = time.perf_counter()
-    check_score_options(seed=seed, samples=samples, threshold=threshold, explain=explain)
-    check_chunk_size(chunk_size)
+    check_score_options(seed=seed, samples=samples, threshold=threshold, explain=explain,
+                        chunk_size=chunk_size)
     data = Path(data)
     destination = None if output == "-" else Path(output or default_output_path(data))
     if destination is not None:
@@ -163,12 +162,6 @@ def evaluate_file(data, model_path, *, label_column: str, seed: int | None = Non
                                      np.concatenate(flagged), cut)
     return {"input": str(data), "model": str(model_path),
             "score": kind or detector.score_kind, **metrics}
-
-
-def check_chunk_size(chunk_size) -> None:
-    if not (isinstance(chunk_size, numbers.Integral) and not isinstance(chunk_size, bool)) \
-            or chunk_size < 1:
-        raise InputError(f"--chunk-size must be at least 1 (got {chunk_size})")
 
 
 def _locked(destination: Path | None):

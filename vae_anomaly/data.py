@@ -216,17 +216,22 @@ def _refuse_repeated_names(names: list[str], what: str, how: str) -> None:
 
 
 # ----- typed conversion ---------------------------------------------------------------
-def _plain(values) -> pa.Array:
+def plain_array(values) -> pa.Array:
+    """One Arrow array from a column (a ChunkedArray of any number of chunks) or an array."""
     if isinstance(values, pa.ChunkedArray):
         return values.combine_chunks() if values.num_chunks != 1 else values.chunk(0)
     return values
 
 
+def is_text(arrow_type: pa.DataType) -> bool:
+    return pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type)
+
+
 def missing_mask(values) -> np.ndarray:
     """True where a cell is missing: null, NaN, or a missing-value token such as ''."""
-    values = _plain(values)
+    values = plain_array(values)
     missing = pc.is_null(values, nan_is_null=pa.types.is_floating(values.type))
-    if pa.types.is_string(values.type) or pa.types.is_large_string(values.type):
+    if is_text(values.type):
         token = pc.is_in(pc.utf8_trim_whitespace(values), value_set=MISSING_TOKENS)
         missing = pc.or_(missing, pc.fill_null(token, True))
     return missing.to_numpy(zero_copy_only=False)
@@ -238,7 +243,7 @@ def parse_numeric(values, column: str, source: str, first_row: int = 0) -> np.nd
     Raises InputError naming the first row whose text is not a number, or whose
     value is infinite.
     """
-    values = _plain(values)
+    values = plain_array(values)
     if pa.types.is_boolean(values.type):
         raise InputError(f"column `{column}` in {source} holds true/false values, not numbers; "
                          f"retrain with --categorical {column}")
@@ -249,7 +254,7 @@ def parse_numeric(values, column: str, source: str, first_row: int = 0) -> np.nd
             or pa.types.is_decimal(values.type):
         numbers = pc.cast(values, pa.float64()).to_numpy(zero_copy_only=False)
         numbers = np.where(missing, np.nan, numbers)
-    elif pa.types.is_string(values.type) or pa.types.is_large_string(values.type):
+    elif is_text(values.type):
         numbers = _parse_text_numbers(values, missing, column, source, first_row)
     else:
         raise InputError(f"column `{column}` in {source} has type {values.type}, not numbers; "
@@ -279,13 +284,13 @@ def _parse_text_numbers(values: pa.Array, missing: np.ndarray, column: str,
 
 def looks_numeric(values) -> bool:
     """Whether every non-missing cell parses as a number (pandas' own inference rule)."""
-    values = _plain(values)
+    values = plain_array(values)
     if pa.types.is_boolean(values.type):
         return False
     if pa.types.is_integer(values.type) or pa.types.is_floating(values.type) \
             or pa.types.is_decimal(values.type):
         return True
-    if not (pa.types.is_string(values.type) or pa.types.is_large_string(values.type)):
+    if not (is_text(values.type)):
         return False
     missing = missing_mask(values)
     if missing.all():
@@ -299,7 +304,7 @@ def looks_numeric(values) -> bool:
 
 def category_text(values) -> pa.Array:
     """Cells as the text a CSV would hold (True -> 'True', 3 -> '3'); null where missing."""
-    values = _plain(values)
+    values = plain_array(values)
     missing = missing_mask(values)
     if pa.types.is_boolean(values.type):
         text = pc.if_else(values, "True", "False")
@@ -307,7 +312,7 @@ def category_text(values) -> pa.Array:
         whole = pc.equal(values, pc.round(values))
         as_int = pc.cast(pc.cast(values, pa.int64(), safe=False), pa.string())
         text = pc.if_else(pc.fill_null(whole, False), as_int, pc.cast(values, pa.string()))
-    elif pa.types.is_string(values.type) or pa.types.is_large_string(values.type):
+    elif is_text(values.type):
         text = pc.cast(values, pa.string())
     else:
         text = pc.cast(values, pa.string())

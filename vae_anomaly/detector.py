@@ -495,8 +495,11 @@ def _option(param: str) -> str:
     return "--" + param.replace("_", "-")
 
 
-def check_score_options(*, seed=None, samples=None, threshold=None, explain=None) -> None:
+def check_score_options(*, seed=None, samples=None, threshold=None, explain=None,
+                        chunk_size=None) -> None:
     """Reject scoring options that would otherwise fail deep inside (or silently)."""
+    if chunk_size is not None and not (_is_int(chunk_size) and chunk_size >= 1):
+        raise InputError(f"--chunk-size must be at least 1 (got {chunk_size})")
     for name, value in (("seed", seed), ("samples", samples), ("explain", explain)):
         if value is not None and not _is_int(value):
             raise InputError(f"--{name} must be a whole number (got {value!r})")

@@ -25,8 +25,8 @@ from dataclasses import replace
 from pathlib import Path
 
 from . import __version__
-from .api import ScoreResult, check_chunk_size, check_score_options, planned_outputs, score_file
-from .data import DEFAULT_CHUNK_ROWS, check_output_folder
+from .api import ScoreResult, check_score_options, planned_outputs, score_file
+from .data import check_output_folder
 from .detector import load, loads
 from .errors import InputError, VAEAnomalyError
 
@@ -103,8 +103,8 @@ def score_partitions(inputs: Sequence[Path], model_path, output_dir, *,
     output_dir = check_output_folder(Path(output_dir))
     planned_outputs(inputs, None, output_dir)  # two inputs of one name: refused
     # Checked here, before a cluster starts, so the messages are the local engine's.
-    check_score_options(**{k: options.get(k) for k in ("seed", "samples", "threshold", "explain")})
-    check_chunk_size(options.get("chunk_size", DEFAULT_CHUNK_ROWS))
+    check_score_options(**{k: options.get(k) for k in ("seed", "samples", "threshold", "explain",
+                                                       "chunk_size")})
     payload = read_model_payload(model_path)
     with _connect(distributed, scheduler) as client:
         model = _send_model(client, payload)

@@ -14,7 +14,7 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
-from .data import looks_numeric, missing_mask, parse_numeric
+from .data import is_text, looks_numeric, missing_mask, parse_numeric, plain_array
 from .errors import InputError
 
 _TRUE_TEXT = {"1", "true", "yes", "anomaly"}
@@ -27,14 +27,14 @@ def parse_labels(values, column: str, source: str, first_row: int = 0) -> np.nda
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    values = values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
+    values = plain_array(values)
     if missing_mask(values).any():
         row = int(np.flatnonzero(missing_mask(values))[0])
         raise InputError(f"label column `{column}` in {source} is empty at row {first_row + row + 1}; "
                          "every row needs a label (1 = anomaly, 0 = normal)")
     if pa.types.is_boolean(values.type):
         return values.to_numpy(zero_copy_only=False).astype(np.int64)
-    if pa.types.is_string(values.type):
+    if is_text(values.type):
         text = pc.utf8_lower(pc.utf8_trim_whitespace(values)).to_numpy(zero_copy_only=False)
         known = np.isin(text, list(_TRUE_TEXT | _FALSE_TEXT))
         if not known.all() and looks_numeric(values):  # e.g. "1.0" from a float column

@@ -24,7 +24,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from scipy import special
 
-from .data import category_text, looks_numeric, missing_mask, parse_numeric, to_arrow
+from .data import (category_text, is_text, looks_numeric, missing_mask, parse_numeric,
+                   plain_array, to_arrow)
 from .errors import InputError
 
 NUMERIC = "numeric"
@@ -280,8 +281,8 @@ class Preprocessor:
 def _stray_text(values: pa.ChunkedArray, missing: np.ndarray) -> str | None:
     """For a column of numbers but for a few text cells (a typo, a stray 'n/a?'), which
     is then no numeric column, the part of a Note that names them; None otherwise."""
-    text = values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
-    if not (pa.types.is_string(text.type) or pa.types.is_large_string(text.type)):
+    text = plain_array(values)
+    if not is_text(text.type):
         return None
     trimmed = pc.utf8_trim_whitespace(text)  # as the number parser trims (NBSP included)
     number = pc.fill_null(pc.match_substring_regex(trimmed, _NUMBER_PATTERN, ignore_case=True),
@@ -301,10 +302,9 @@ def _holds_dates(values: pa.ChunkedArray, missing: np.ndarray) -> bool:
     """Typed dates and timestamps, or text whose every present cell is an ISO-style date."""
     if pa.types.is_date(values.type) or pa.types.is_timestamp(values.type):
         return True
-    if not (pa.types.is_string(values.type) or pa.types.is_large_string(values.type)):
+    if not is_text(values.type):
         return False
-    text = values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
-    dated = pc.fill_null(pc.match_substring_regex(text, _DATE_PATTERN, ignore_case=True), False)
+    dated = pc.fill_null(pc.match_substring_regex(plain_array(values), _DATE_PATTERN, ignore_case=True), False)
     return bool((dated.to_numpy(zero_copy_only=False) | missing).all())
 
 
