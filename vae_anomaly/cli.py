@@ -182,8 +182,9 @@ def fit(
     """Learn what normal records look like from DATA and save the model.
 
     Column kinds come from the data: numbers are numeric, text and true/false are
-    categorical; ids, dates and empty columns are left out with a Note. 10% of the rows (at least 200, up to 30%) are held out to stop
-    training early and to set the anomaly threshold. On files under 6,000 rows,
+    categorical; ids, dates and empty columns are left out with a Note. 10% of the
+    rows (at least 200, up to 30%) are held out to stop training early and to set
+    the anomaly threshold. On files under 6,000 rows,
     up to --calibration-fits extra fits each hold out other rows, so that about
     600 held-out scores set the threshold. The model file is replaced atomically,
     only on success.

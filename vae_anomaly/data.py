@@ -290,7 +290,7 @@ def looks_numeric(values) -> bool:
     if pa.types.is_integer(values.type) or pa.types.is_floating(values.type) \
             or pa.types.is_decimal(values.type):
         return True
-    if not (is_text(values.type)):
+    if not is_text(values.type):
         return False
     missing = missing_mask(values)
     if missing.all():

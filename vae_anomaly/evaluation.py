@@ -28,10 +28,11 @@ def parse_labels(values, column: str, source: str, first_row: int = 0) -> np.nda
     import pyarrow.compute as pc
 
     values = plain_array(values)
-    if missing_mask(values).any():
-        row = int(np.flatnonzero(missing_mask(values))[0])
-        raise InputError(f"label column `{column}` in {source} is empty at row {first_row + row + 1}; "
-                         "every row needs a label (1 = anomaly, 0 = normal)")
+    missing = missing_mask(values)
+    if missing.any():
+        row = int(np.flatnonzero(missing)[0])
+        raise InputError(f"label column `{column}` in {source} is empty at row "
+                         f"{first_row + row + 1}; every row needs a label (1 = anomaly, 0 = normal)")
     if pa.types.is_boolean(values.type):
         return values.to_numpy(zero_copy_only=False).astype(np.int64)
     if is_text(values.type):
