@@ -519,10 +519,28 @@ CASES = [
          lambda w: score(w, parquet_with_list_column(w)), 2,
          "Error: column `tags` holds list<element: int64> values, which a CSV output cannot "
          "hold; write a .parquet output or drop the column"),
-    case("score-gzip-compressed-csv",
+    case("score-gzip-content-named-csv",
          lambda w: score(w, write(w, "gz.csv", gzip.compress(new_text(w).encode()))), 2,
-         "Error: gz.csv is gzip-compressed; decompress it first (gunzip -k gz.csv) and pass "
-         "the .csv"),
+         "Error: gz.csv is gzip-compressed but its name does not end in .gz; rename it to "
+         "gz.csv.gz (or decompress it)"),
+    case("score-truncated-gzip",
+         lambda w: score(w, write(w, "cut.csv.gz", _cut_in_half(gzip.compress(_long_text(w))))),
+         2, "Error: cut.csv.gz is not valid gzip data (Truncated compressed stream); check the "
+            "file or export it again"),
+    case("score-plain-text-named-gz",
+         lambda w: score(w, write(w, "plain.csv.gz", new_text(w).encode())), 2,
+         "Error: plain.csv.gz is not valid gzip data (zlib inflate failed: incorrect header "
+         "check); check the file or export it again"),
+    case("fit-corrupt-gzip",
+         lambda w: ("fit", write(w, "bad.csv.gz", b"\x1f\x8b" + b"garbage" * 50), "--model",
+                    w / "model.vae"), 2,
+         ("Error: bad.csv.gz is not valid gzip data (zlib inflate failed",
+          "; check the file or export it again"), False),
+    case("score-truncated-zstd",
+         lambda w: score(w, write(w, "cut.csv.zst", _cut_in_half(
+             pa.compress(_long_text(w), "zstd", asbytes=True)))), 2,
+         "Error: cut.csv.zst is not valid zstd data (Truncated compressed stream); check the "
+         "file or export it again"),
     case("score-corrupt-parquet",
          lambda w: score(w, write(w, "bad.parquet", b"PAR1 not really parquet")), 2,
          ("Error: bad.parquet is not a readable Parquet file",), False),
@@ -542,6 +560,16 @@ def _parquet(w: Path, name: str, column: str, row: int, value) -> Path:
     frame.loc[row, column] = value
     frame.to_parquet(w / name)
     return w / name
+
+
+def _long_text(w: Path) -> bytes:
+    """new.csv many times over: a compressed file long enough to cut mid-stream."""
+    text = new_text(w)
+    return (text + "".join(text.split("\n", 1)[1] for _ in range(30))).encode()
+
+
+def _cut_in_half(payload: bytes) -> bytes:
+    return payload[:len(payload) // 2]
 
 
 def _latin1_deep(w: Path) -> Path:

@@ -31,9 +31,12 @@ from .data import (
     check_writable_destination,
     exclusive_lock,
     is_parquet,
+    is_stdin,
+    plain_name,
     read_batches,
     read_table,
     refuse_same_file,
+    source_name,
     table_output,
 )
 from .detector import (EXPLANATION_COLUMN, SCORE_COLUMNS, FitSummary, VAEAnomalyDetector,
@@ -70,23 +73,33 @@ class ScoreResult:
 
 def fit_file(data, model_path, *, callbacks: Sequence[TrainingCallback] = (),
              **detector_options) -> FitResult:
-    """Train on the CSV ``data`` and write the model file atomically to ``model_path``."""
+    """Train on ``data`` (a CSV or Parquet file, or ``-`` for CSV on standard input) and
+    write the model file atomically to ``model_path``."""
     data, model_path = Path(data), Path(model_path)
-    refuse_same_file(data, model_path, "--model")
+    if not is_stdin(data):
+        refuse_same_file(data, model_path, "--model")
     check_writable_destination(model_path)
     with exclusive_lock(model_path):
         frame = read_table(data)
         detector = VAEAnomalyDetector(**detector_options)
         detector.callbacks = list(callbacks)
-        detector.fit(frame, source=data.name)
+        detector.fit(frame, source=source_name(data))
         detector.save(model_path)
     return FitResult(detector.summary_, detector.threshold_, detector.preprocessor_.notes)
 
 
 def default_output_path(data: Path) -> Path:
-    """new.csv -> new.scored.csv; nightly.2024-06-01.csv -> nightly.2024-06-01.scored.csv."""
-    suffix = ".scored.parquet" if is_parquet(data) else ".scored.csv"
-    return data.with_name(f"{data.stem}{suffix}")
+    """new.csv -> new.scored.csv; nightly.2024-06-01.csv -> nightly.2024-06-01.scored.csv;
+    a compressed input gives an output compressed the same way (today.csv.gz ->
+    today.scored.csv.gz)."""
+    if is_stdin(data):
+        raise InputError("scoring standard input (-) needs an output: pass -o PATH, or -o - "
+                         "to write CSV to standard output")
+    if is_parquet(data):
+        return data.with_name(f"{data.stem}.scored.parquet")
+    plain = Path(plain_name(data))
+    compressed = data.name[len(plain.name):]
+    return data.with_name(f"{plain.stem}.scored.csv{compressed}")
 
 
 def score_file(data, model_path, *, output: str | Path | None = None, seed: int | None = None,
@@ -96,9 +109,11 @@ def score_file(data, model_path, *, output: str | Path | None = None, seed: int 
                detector: VAEAnomalyDetector | None = None) -> ScoreResult:
     """Score the file ``data`` in chunks; write every input column plus the score columns.
 
-    ``output`` is a path (CSV or Parquet by extension), ``"-"`` for CSV on stdout, or
-    None for DATA.scored.csv beside DATA. Memory stays bounded by ``chunk_size``
-    rows, and the scores equal those of scoring the file in one piece.
+    ``data`` is a CSV file (plain, or compressed as .gz, .bz2 or .zst), a Parquet
+    file, or ``"-"`` for CSV on standard input. ``output`` is a path (CSV, compressed
+    CSV or Parquet by extension), ``"-"`` for CSV on stdout, or None for
+    DATA.scored.csv beside DATA. Memory stays bounded by ``chunk_size`` rows, and
+    the scores equal those of scoring the file in one piece.
     """
     started = time.perf_counter()
     check_score_options(seed=seed, samples=samples, threshold=threshold, explain=explain,
@@ -106,7 +121,8 @@ def score_file(data, model_path, *, output: str | Path | None = None, seed: int 
     data = Path(data)
     destination = None if output == "-" else Path(output or default_output_path(data))
     if destination is not None:
-        refuse_same_file(data, destination, "--output")
+        if not is_stdin(data):
+            refuse_same_file(data, destination, "--output")
         refuse_same_file(Path(model_path), destination, "--output", "model")
         check_writable_destination(destination)
     detector = detector or load(model_path)
@@ -119,7 +135,8 @@ def score_file(data, model_path, *, output: str | Path | None = None, seed: int 
             _refuse_clashing_columns(table, data)
             scores = detector.score_columns(table, samples=samples, seed=seed,
                                             threshold=threshold, first_row=rows,
-                                            source=data.name, device=device, health=health,
+                                            source=source_name(data), device=device,
+                                            health=health,
                                             kind=kind, explain=explain)
             writer.write(_with_scores(table, scores))
             rows += table.num_rows
@@ -136,27 +153,27 @@ def evaluate_file(data, model_path, *, label_column: str, seed: int | None = Non
                   device: str = "cpu", chunk_size: int = DEFAULT_CHUNK_ROWS,
                   kind: str | None = None) -> dict:
     """Score the labelled file ``data`` as ``score`` would and return its metrics."""
-    data = Path(data)
+    data, name = Path(data), source_name(data)
     check_score_options(seed=seed, samples=samples, threshold=threshold)
     detector = load(model_path)
     labels, scores, flagged, rows = [], [], [], 0
     for table in read_batches(data, chunk_size):
         if label_column not in table.column_names:
-            raise InputError(f"label column `{label_column}` is not in {data.name}; its columns "
+            raise InputError(f"label column `{label_column}` is not in {name}; its columns "
                              f"are: {', '.join(table.column_names)}")
         if label_column in detector.preprocessor_.feature_names:
             raise InputError(f"`{label_column}` is one of the model's input columns; refit with "
                              f"--exclude {label_column} so the model never sees the label")
-        labels.append(parse_labels(table.column(label_column), label_column, data.name,
+        labels.append(parse_labels(table.column(label_column), label_column, name,
                                    first_row=rows))
         columns = detector.score_columns(table, samples=samples, seed=seed, threshold=threshold,
-                                         first_row=rows, source=data.name, device=device,
+                                         first_row=rows, source=name, device=device,
                                          kind=kind)
         scores.append(columns["anomaly_score"])
         flagged.append(columns["is_anomaly"])
         rows += table.num_rows
     if rows == 0:
-        raise InputError(f"{data.name} has no rows to evaluate")
+        raise InputError(f"{name} has no rows to evaluate")
     cut = detector.threshold_for(kind or detector.score_kind) if threshold is None else threshold
     metrics = classification_metrics(np.concatenate(labels), np.concatenate(scores),
                                      np.concatenate(flagged), cut)
@@ -212,6 +229,9 @@ def score_files(pattern: str | Path, model_path, *, output: str | Path | None = 
 
     started = time.perf_counter()
     check_engine_options(engine, scheduler=scheduler, output=output, output_dir=output_dir)
+    if is_stdin(pattern) and output_dir is not None:
+        raise InputError("standard input (-) has no file name to write into --output-dir; "
+                         "pass -o PATH, or -o - to write CSV to standard output")
     inputs = expand_inputs(pattern)
     outputs = planned_outputs(inputs, output, output_dir)
     if summary is not None:
@@ -306,7 +326,7 @@ def _refuse_clashing_columns(table: pa.Table, data: Path) -> None:
     clashes = [name for name in (*SCORE_COLUMNS, EXPLANATION_COLUMN)
                if name in table.column_names]
     if clashes:
-        raise InputError(f"{data.name} already has a column `{clashes[0]}` (is it an output of "
+        raise InputError(f"{source_name(data)} already has a column `{clashes[0]}` (is it an output of "
                          "score?); rename or drop that column")
 
 

@@ -15,6 +15,8 @@ import csv
 import fcntl
 import io
 import os
+import re
+import sys
 import tempfile
 from collections import Counter
 from collections.abc import Iterator
@@ -35,6 +37,9 @@ MISSING_TOKENS = pa.array(
      "1.#QNAN", "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null"]
 )
 PARQUET_SUFFIXES = (".parquet", ".pq")
+# A CSV name's last extension picks its codec; pyarrow's streams do the work.
+CSV_CODECS = {".gz": "gzip", ".bz2": "bz2", ".zst": "zstd"}
+STDIN = "-"
 DEFAULT_CHUNK_ROWS = 100_000
 # Bytes of CSV text parsed at a time. Arrow parses blocks ahead on its threads, so
 # this (not the chunk size alone) sets the reader's share of peak memory: 8 MiB
@@ -46,6 +51,27 @@ _MAX_CSV_BLOCK_BYTES = 1 << 30
 
 def is_parquet(path: str | os.PathLike) -> bool:
     return str(path).lower().endswith(PARQUET_SUFFIXES)
+
+
+def is_stdin(path: str | os.PathLike) -> bool:
+    """``-`` names standard input (CSV), as in most Unix tools."""
+    return str(path) == STDIN
+
+
+def source_name(path: str | os.PathLike) -> str:
+    """How messages name an input: its file name, or "standard input" for ``-``."""
+    return "standard input" if is_stdin(path) else Path(path).name
+
+
+def compression_of(path: str | os.PathLike) -> str | None:
+    """The codec a CSV name asks for by its last extension (.gz, .bz2, .zst), or None."""
+    return CSV_CODECS.get(Path(path).suffix.lower())
+
+
+def plain_name(path: str | os.PathLike) -> str:
+    """The name without a compression extension: today.csv.gz -> today.csv."""
+    name = Path(path).name
+    return name[:-len(Path(name).suffix)] if compression_of(name) else name
 
 
 # ----- reading ----------------------------------------------------------------------
@@ -60,12 +86,20 @@ def read_table(path: str | os.PathLike) -> pa.Table:
 
 def read_batches(path: str | os.PathLike, chunk_rows: int = DEFAULT_CHUNK_ROWS) -> Iterator[pa.Table]:
     """Yield the file as tables of exactly ``chunk_rows`` rows, the last one shorter
-    (at least one table, perhaps empty). Slices share the reader's buffers."""
+    (at least one table, perhaps empty). Slices share the reader's buffers.
+
+    ``path`` is a CSV file (plain or compressed, by extension), a Parquet file, or
+    ``-`` for CSV on standard input; all are streamed in bounded memory.
+    """
     path = Path(path)
-    _check_readable_file(path)
-    reader = _parquet_batches(path, chunk_rows) if is_parquet(path) else _csv_batches(path)
+    if is_stdin(path):
+        schema, reader = _csv_batches(_StdinSource())
+    else:
+        _check_readable_file(path)
+        schema, reader = (_parquet_batches(path, chunk_rows) if is_parquet(path)
+                          else _csv_batches(_FileSource(path)))
     pending, yielded = None, False
-    with _arrow_errors(path):
+    with _arrow_errors(source_name(path), compression_of(path)):
         for batch in reader:
             table = pa.Table.from_batches([batch])
             pending = table if pending is None else pa.concat_tables([pending, table])
@@ -73,22 +107,77 @@ def read_batches(path: str | os.PathLike, chunk_rows: int = DEFAULT_CHUNK_ROWS) 
                 yield pending.slice(0, chunk_rows)
                 pending, yielded = pending.slice(chunk_rows), True
     if pending is None:
-        yield pa.Table.from_batches([], schema=_header_schema(path))
+        yield schema.empty_table()
     elif pending.num_rows or not yielded:
         yield pending
 
 
-def _csv_batches(path: Path) -> Iterator[pa.RecordBatch]:
-    header = _read_header(path)
-    _check_header(header, path)
-    text = {name: pa.string() for name in header}
-    options = pa_csv.ConvertOptions(column_types=text, strings_can_be_null=False,
+class _FileSource:
+    """A CSV file's bytes, decompressed by the codec its name asks for. It can be
+    opened again (to re-read with larger blocks past a very long row)."""
+
+    def __init__(self, path: Path):
+        self.path, self.name, self.codec = path, path.name, compression_of(path)
+
+    def open(self):
+        raw = pa.OSFile(str(self.path))
+        return raw if self.codec is None else pa.CompressedInputStream(raw, self.codec)
+
+    def check_start(self, head: bytes) -> None:
+        """A compressed file whose name does not say so: name the extension that
+        would read it, rather than fail on its bytes as text."""
+        codec = _compressed_content(head) if self.codec is None else None
+        if codec:
+            codec_name, suffix, _ = codec
+            raise InputError(f"{self.name} is {codec_name}-compressed but its name does not end "
+                             f"in {suffix}; rename it to {self.name}{suffix} (or decompress it)")
+
+    reopenable = True
+
+
+class _StdinSource:
+    """CSV on standard input: read once, as it arrives."""
+
+    name, codec, reopenable = "standard input", None, False
+
+    def open(self):
+        if sys.stdin is None or sys.stdin.isatty():
+            raise InputError("- reads CSV from standard input, but none is piped in; "
+                             "pipe a file in (e.g. zcat today.csv.gz | vae-anomaly score - -o -) "
+                             "or pass a file path")
+        return sys.stdin.buffer
+
+    def check_start(self, head: bytes) -> None:
+        if head.startswith(b"PAR1"):
+            raise InputError("standard input holds a Parquet file, which cannot be read from a "
+                             "pipe; pass its path instead of -")
+        codec = _compressed_content(head)
+        if codec:
+            codec_name, suffix, command = codec
+            raise InputError(f"standard input is {codec_name}-compressed; decompress it in the "
+                             f"pipe, e.g. {command} today.csv{suffix} | vae-anomaly score - -o -")
+
+
+def _csv_batches(source) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
+    """The header's schema (every column text) and the record batches after it."""
+    with _arrow_errors(source.name, source.codec):
+        stream = source.open()
+        head = _read_header_bytes(stream, source.name)
+    source.check_start(head)
+    header = _parse_header(head, source.name)
+    _check_header(header, source.name)
+    schema = pa.schema([(name, pa.string()) for name in header])
+    return schema, _csv_record_batches(source, _Replay(head, stream), schema)
+
+
+def _csv_record_batches(source, stream, schema: pa.Schema) -> Iterator[pa.RecordBatch]:
+    options = pa_csv.ConvertOptions(column_types=schema, strings_can_be_null=False,
                                     quoted_strings_can_be_null=False)
     block, delivered = CSV_BLOCK_BYTES, 0
     while True:
         try:
             # newlines_in_values: a quoted cell may hold a line break (e.g. a note).
-            reader = pa_csv.open_csv(path, read_options=pa_csv.ReadOptions(block_size=block),
+            reader = pa_csv.open_csv(stream, read_options=pa_csv.ReadOptions(block_size=block),
                                      parse_options=pa_csv.ParseOptions(newlines_in_values=True),
                                      convert_options=options)
             for batch in _skip_rows(reader, delivered):
@@ -99,10 +188,16 @@ def _csv_batches(path: Path) -> Iterator[pa.RecordBatch]:
             if delivered == 0 and "Empty CSV file" in str(exc):
                 return  # a header with no line break after it: a file of no rows
             # A row longer than a block (a huge text cell): read again with bigger
-            # blocks, past the rows already delivered.
+            # blocks, past the rows already delivered. Standard input cannot be read
+            # again, so its blocks start large enough for all but freak rows.
             if "straddling" not in str(exc) or block >= _MAX_CSV_BLOCK_BYTES:
                 raise
+            if not source.reopenable:
+                raise InputError(f"a row of {source.name} is longer than {block >> 20} MiB, "
+                                 "more than a pipe can be re-read for; pass the file by its "
+                                 "path instead of -") from None
             block *= 8
+            stream = source.open()
 
 
 def _skip_rows(batches: Iterator[pa.RecordBatch], rows: int) -> Iterator[pa.RecordBatch]:
@@ -114,33 +209,111 @@ def _skip_rows(batches: Iterator[pa.RecordBatch], rows: int) -> Iterator[pa.Reco
         rows = 0
 
 
-def _parquet_batches(path: Path, chunk_rows: int) -> Iterator[pa.RecordBatch]:
+_HEADER_READ_BYTES = 1 << 16
+_MAX_HEADER_BYTES = 64 << 20
+
+
+def _read_header_bytes(stream, name: str) -> bytes:
+    """The bytes read from ``stream`` up to the end of its first CSV record (perhaps a
+    little past it). The CSV reader parses them again, so a pipe loses nothing."""
+    head = b""
+    while True:
+        block = stream.read(_HEADER_READ_BYTES)
+        head += block
+        if not block or _first_record_end(head) is not None:
+            break
+        if len(head) > _MAX_HEADER_BYTES:
+            raise InputError(f"the first line of {name} is longer than 64 MiB; "
+                             "expected a CSV header row")
+    if not head:
+        raise InputError(f"{name} is empty; expected a CSV file with a header row")
+    return head
+
+
+def _parse_header(head: bytes, name: str) -> list[str]:
+    try:
+        text = head[:_first_record_end(head)].decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{name} is not UTF-8 text (bad byte at position {exc.start}); "
+                         "re-save it as UTF-8") from None
+    return next(csv.reader(io.StringIO(text, newline="")), [])
+
+
+def _first_record_end(data: bytes) -> int | None:
+    """Where the first CSV record ends: its first line break outside quotes."""
+    position = data.find(b"\n")
+    while position >= 0:
+        if data.count(b'"', 0, position) % 2 == 0:
+            return position + 1
+        position = data.find(b"\n", position + 1)
+    return None
+
+
+class _Replay(io.RawIOBase):
+    """``head`` (bytes already read from ``stream``), then the rest of ``stream``."""
+
+    def __init__(self, head: bytes, stream):
+        self.head, self.stream = memoryview(head), stream
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        if self.head:
+            size = min(len(buffer), len(self.head))
+            buffer[:size], self.head = self.head[:size], self.head[size:]
+            return size
+        data = self.stream.read(len(buffer))
+        buffer[:len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        self.stream.close() if self.stream is not sys.stdin.buffer else None
+        super().close()
+
+
+# How compressed files start (bzip2's magic includes its first block's, so that a CSV
+# header that happens to begin "BZh" is not mistaken for one).
+_MAGIC = ((re.compile(re.escape(b"\x1f\x8b")), ("gzip", ".gz", "zcat")),
+          (re.compile(b"BZh[1-9]1AY&SY"), ("bzip2", ".bz2", "bzcat")),
+          (re.compile(re.escape(b"\x28\xb5\x2f\xfd")), ("zstd", ".zst", "zstdcat")))
+
+
+def _compressed_content(head: bytes) -> tuple[str, str, str] | None:
+    """(codec, extension, the command that decompresses it to stdout) when ``head``
+    starts as a compressed file does."""
+    return next((codec for magic, codec in _MAGIC if magic.match(head)), None)
+
+
+def _parquet_batches(path: Path, chunk_rows: int) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
     try:
         parquet = pq.ParquetFile(path)
     except (pa.ArrowInvalid, OSError) as exc:
         raise InputError(f"{path.name} is not a readable Parquet file ({_first_line(exc)}); "
                          "check the file") from None
-    _check_header(parquet.schema_arrow.names, path)
-    yield from parquet.iter_batches(batch_size=min(chunk_rows, 1 << 20))
-
-
-def _header_schema(path: Path) -> pa.Schema:
-    """The columns of a file with no rows: a Parquet file's own types (so that a quiet
-    night's output has the usual schema), text for a CSV's."""
-    if is_parquet(path):
-        return pq.ParquetFile(path).schema_arrow
-    return pa.schema([(name, pa.string()) for name in _read_header(path)])
+    _check_header(parquet.schema_arrow.names, path.name)
+    # Empty outputs keep a Parquet file's own types, so a quiet night's output has the
+    # usual schema.
+    return parquet.schema_arrow, parquet.iter_batches(batch_size=min(chunk_rows, 1 << 20))
 
 
 @contextlib.contextmanager
-def _arrow_errors(path: Path) -> Iterator[None]:
+def _arrow_errors(name: str, codec: str | None = None) -> Iterator[None]:
     try:
         yield
-    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as exc:
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, OSError) as exc:
         detail = _first_line(exc)
+        if isinstance(exc, OSError):
+            # Arrow's own I/O errors (a damaged compressed stream) carry no errno.
+            if exc.errno is not None:
+                raise InputError(f"cannot read {name}: {os.strerror(exc.errno)}") from None
+            if codec is not None:
+                raise InputError(f"{name} is not valid {codec} data ({detail}); check the file "
+                                 "or export it again") from None
+            raise InputError(f"cannot read {name}: {detail}") from None
         if "UTF8" in detail or "UTF-8" in detail:
-            raise InputError(f"{path.name} is not UTF-8 text ({detail}); re-save it as UTF-8") from None
-        raise InputError(f"{path.name} is not a well-formed CSV: {detail}; fix the file") from None
+            raise InputError(f"{name} is not UTF-8 text ({detail}); re-save it as UTF-8") from None
+        raise InputError(f"{name} is not a well-formed CSV: {detail}; fix the file") from None
 
 
 def _first_line(exc: BaseException) -> str:
@@ -157,34 +330,18 @@ def _check_readable_file(path: Path) -> None:
         raise InputError(f"{path.name} is empty (0 bytes); expected a CSV file with a header row")
 
 
-def _read_header(path: Path) -> list[str]:
-    try:
-        with open(path, "rb") as handle:
-            compressed = handle.read(2) == b"\x1f\x8b"
-        if compressed:
-            raise InputError(f"{path.name} is gzip-compressed; decompress it first "
-                             f"(gunzip -k {path.name}) and pass the .csv")
-        with open(path, newline="", encoding="utf-8-sig") as handle:
-            return next(csv.reader(handle), [])
-    except UnicodeDecodeError as exc:
-        raise InputError(f"{path.name} is not UTF-8 text (bad byte at position {exc.start}); "
-                         "re-save it as UTF-8") from None
-    except OSError as exc:
-        raise InputError(f"cannot read {path}: {exc.strerror}") from None
-
-
-def _check_header(header: list[str], path: Path) -> None:
+def _check_header(header: list[str], source: str) -> None:
     if not any(name.strip() for name in header):
-        raise InputError(f"{path.name} has no header row; the first line must name the columns")
+        raise InputError(f"{source} has no header row; the first line must name the columns")
     if len(header) == 1:
         for delimiter, label in ((";", "';'"), ("\t", "tabs"), ("|", "'|'")):
             if delimiter in header[0]:
-                raise InputError(f"{path.name} seems to be separated by {label}, not commas; "
+                raise InputError(f"{source} seems to be separated by {label}, not commas; "
                                  "save it as a comma-separated CSV")
     seen: set[str] = set()
     for name in header:
         if name in seen:
-            raise InputError(f"column `{name}` appears twice in the header of {path.name}; "
+            raise InputError(f"column `{name}` appears twice in the header of {source}; "
                              "give every column a unique name")
         seen.add(name)
 
@@ -378,8 +535,9 @@ def atomic_output(path: str | os.PathLike, mode: str = "w") -> Iterator:
     try:
         with os.fdopen(handle, mode, **({"newline": ""} if "b" not in mode else {})) as stream:
             yield stream
-            stream.flush()
-            os.fsync(stream.fileno())
+        # By name, after closing: a compressed stream written inside the block closes
+        # the file itself when it ends.
+        _fsync_file(tmp_name)
         os.replace(tmp_name, path)
         _fsync_folder(directory)  # make the rename itself durable
     except BaseException:
@@ -389,49 +547,115 @@ def atomic_output(path: str | os.PathLike, mode: str = "w") -> Iterator:
 
 
 class TableWriter:
-    """Writes tables one after another to CSV or Parquet (by extension), or CSV to a stream."""
+    """Writes tables one after another to a stream: Parquet, or CSV whose cells are
+    quoted only where CSV needs it, so that input text comes back as it was."""
 
     def __init__(self, stream, parquet: bool):
-        self.stream, self.parquet, self.writer = stream, parquet, None
+        self.stream, self.parquet = stream, parquet
+        self.parquet_writer: pq.ParquetWriter | None = None
+        self.started = False
 
     def write(self, table: pa.Table) -> None:
-        if self.writer is None:
-            self.writer = (pq.ParquetWriter(self.stream, table.schema) if self.parquet
-                           else self._csv_writer(table.schema))
-        self.writer.write_table(table)
-
-    def _csv_writer(self, schema: pa.Schema) -> pa_csv.CSVWriter:
-        # A Parquet input may carry lists or structs through to the output; a CSV
-        # cell cannot hold them (checked before a byte is written).
-        for field in schema:
-            if pa.types.is_nested(field.type):
-                raise OutputError(f"column `{field.name}` holds {field.type} values, which a CSV "
-                                  "output cannot hold; write a .parquet output or drop the column")
-        # Arrow quotes every header name; write the header the way csv.writer does,
-        # quoting only names that need it, so it matches the input's header.
-        header = io.StringIO()
-        csv.writer(header, lineterminator="\n").writerow(schema.names)
-        self.stream.write(header.getvalue().encode())
-        return pa_csv.CSVWriter(self.stream, schema,
-                                write_options=pa_csv.WriteOptions(include_header=False))
+        if self.parquet:
+            if self.parquet_writer is None:
+                self.parquet_writer = pq.ParquetWriter(self.stream, table.schema)
+            self.parquet_writer.write_table(table)
+            return
+        if not self.started:
+            self.stream.write(csv_header(table.schema))
+            self.started = True
+        if table.num_rows:
+            self.stream.write(csv_rows(table))
 
     def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
+        if self.parquet_writer is not None:
+            self.parquet_writer.close()
+
+
+def csv_header(schema: pa.Schema) -> bytes:
+    """The header line, names quoted as csv.writer quotes them (only where needed).
+    Refuses lists and structs, which a CSV cell cannot hold (a Parquet input may
+    carry them through), before a byte is written."""
+    for field in schema:
+        if pa.types.is_nested(field.type):
+            raise OutputError(f"column `{field.name}` holds {field.type} values, which a CSV "
+                              "output cannot hold; write a .parquet output or drop the column")
+    header = io.StringIO()
+    csv.writer(header, lineterminator="\n").writerow(schema.names)
+    return header.getvalue().encode()
+
+
+# Cells holding one of these need quotes in CSV (RFC 4180); no other cell gets them.
+_CSV_SPECIAL = '[",\r\n]'
+
+
+def csv_rows(table: pa.Table) -> pa.Buffer:
+    """The rows of ``table`` as CSV text, one line each, in Arrow's compute kernels.
+
+    Arrow's own writer quotes every text cell (``T1`` becomes ``"T1"``), which
+    breaks cut and awk and every diff against the input; here a cell is quoted only
+    when it holds a comma, a quote or a line break. Other values print as Arrow's
+    writer prints them (it casts to text the same way); missing cells stay empty.
+    """
+    cells = [_csv_cells(column) for column in table.columns]
+    lines = plain_array(pc.binary_join_element_wise(*cells, _text(","), null_handling="replace",
+                                                    null_replacement=""))
+    rows = pa.LargeListArray.from_arrays(pa.array([0, len(lines)], pa.int64()), lines)
+    text = pc.binary_join(rows, _text("\n"))
+    return pa.py_buffer(text[0].as_buffer().to_pybytes() + b"\n")
+
+
+def _csv_cells(column: pa.ChunkedArray) -> pa.ChunkedArray:
+    text = pc.cast(column, pa.large_string())
+    if not _may_hold_special(column):
+        return text
+    special = pc.match_substring_regex(text, _CSV_SPECIAL)
+    quote = _text('"')
+    quoted = pc.binary_join_element_wise(quote, pc.replace_substring(text, '"', '""'), quote,
+                                         _text(""))
+    return pc.if_else(special, quoted, text)
+
+
+_SPECIAL_BYTES = np.frombuffer(b'",\r\n', dtype=np.uint8)
+
+
+def _may_hold_special(column: pa.ChunkedArray) -> bool:
+    """Whether any cell might need quotes. Numbers, dates and flags never do; text is
+    screened by scanning its bytes at once, far faster than a per-cell pattern (a
+    false alarm only costs the exact per-cell test)."""
+    kind = column.type
+    if not (is_text(kind) or pa.types.is_binary(kind) or pa.types.is_large_binary(kind)
+            or pa.types.is_dictionary(kind)):
+        return False
+    if pa.types.is_dictionary(kind):
+        return True
+    for chunk in column.chunks:
+        data = chunk.buffers()[2]
+        if data is not None and np.isin(np.frombuffer(data, dtype=np.uint8), _SPECIAL_BYTES).any():
+            return True
+    return False
+
+
+def _text(value: str) -> pa.Scalar:
+    return pa.scalar(value, pa.large_string())
 
 
 @contextlib.contextmanager
 def table_output(path: Path | None, stdout=None) -> Iterator[TableWriter]:
-    """A TableWriter onto ``path`` (atomically) or, when ``path`` is None, onto ``stdout``."""
+    """A TableWriter onto ``path`` (atomically; compressed when its name ends in
+    .gz, .bz2 or .zst) or, when ``path`` is None, onto ``stdout``."""
     if path is None:
         writer = TableWriter(stdout, parquet=False)
         yield writer
         writer.close()
         return
     with atomic_output(path, "wb") as stream:
-        writer = TableWriter(stream, parquet=is_parquet(path))
+        codec = None if is_parquet(path) else compression_of(path)
+        sink = pa.CompressedOutputStream(stream, codec) if codec else stream
+        writer = TableWriter(sink, parquet=is_parquet(path))
         yield writer
         writer.close()
+        sink.close()  # ends the compressed stream (and closes the file under it)
 
 
 @contextlib.contextmanager
@@ -462,6 +686,14 @@ def exclusive_lock(path: Path) -> Iterator[None]:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(lock_path)
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _fsync_file(name: str) -> None:
+    handle = os.open(name, os.O_RDONLY)
+    try:
+        os.fsync(handle)
+    finally:
+        os.close(handle)
 
 
 def _fsync_folder(directory: Path) -> None:
