@@ -23,8 +23,9 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from . import __version__
 from .api import describe_model, evaluate_file, fit_file, score_files
-from .data import DEFAULT_CHUNK_ROWS
+from .data import DEFAULT_CHUNK_ROWS, source_name
 from .detector import calibration_source
 from .report import write_report
 from .errors import VAEAnomalyError
@@ -46,12 +47,22 @@ class _OneLineErrors(typer.core.TyperGroup):
             if not (hasattr(exc, "format_message") and hasattr(exc, "exit_code")):
                 raise
             message = exc.format_message().rstrip(".")
-            if message:  # no arguments at all: the help text above is the whole answer
+            if type(exc).__name__ == "NoArgsIsHelpError":  # no arguments: the help is the answer
+                typer.echo(exc.format_message())
+            elif message:
                 _stderr().print(f"Error: {message}; see --help", markup=False)
             sys.exit(exc.exit_code)
         sys.exit(result if isinstance(result, int) else EXIT_OK)
 
 
+# Help is click's plain layout (rich_markup_mode=None), not typer's rich panels, which
+# typer picks by default when rich is installed. The rich layout keeps a docstring's
+# single line breaks (so source-wrapped paragraphs came out broken mid-sentence), shows
+# a `<bool>` type after every flag, and reads `[...]` in help text as markup (so
+# `pip install 'vae-anomaly[dask]'` lost its `[dask]`). The plain layout rewraps
+# paragraphs to the terminal (up to 200 columns; click stops at 80 by default), keeps a
+# paragraph that starts with a \b line as written (the examples), shows no type for
+# flags, prints text literally, and is what docs/cli.md is generated from.
 app = typer.Typer(
     cls=_OneLineErrors,
     name="vae-anomaly",
@@ -61,7 +72,24 @@ app = typer.Typer(
          "2 bad input or usage, 3 input drift (with --fail-on-drift), 4 internal error, "
          "130 interrupted.",
     add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+    rich_markup_mode=None, context_settings={"max_content_width": 200},
 )
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"vae-anomaly {__version__}")
+        raise typer.Exit(EXIT_OK)
+
+
+@app.callback()
+def _options(
+    version: Annotated[bool, typer.Option(
+        "--version", callback=_print_version, is_eager=True,
+        help="Print the version and exit.")] = False,
+) -> None:
+    # Options before the command name; the help text is the Typer(help=...) above.
+    pass
 
 
 class ScoreKind(str, Enum):
@@ -153,10 +181,13 @@ def _run(action):
                     EXIT_INTERNAL) from None
 
 
-@app.command()
+@app.command(short_help="Learn from normal records in DATA and save the model.")
 def fit(
-    data: Annotated[Path, typer.Argument(metavar="DATA.csv",
-                                         help="CSV of normal records to learn from.")],
+    data: Annotated[Path, typer.Argument(
+        metavar="DATA.csv",
+        help="CSV or Parquet file of normal records to learn from. CSV may be compressed as "
+             ".csv.gz, .csv.bz2 or .csv.zst (codec from the extension); - reads CSV from "
+             "standard input.")],
     model: ModelOption = Path("model.vae"),
     seed: Annotated[int, typer.Option(help="Random seed: the same seed gives the same model.")] = 0,
     exclude: Annotated[Optional[list[str]], typer.Option(
@@ -184,11 +215,11 @@ def fit(
     Column kinds come from the data: numbers are numeric, text and true/false are
     categorical; ids, dates and empty columns are left out with a Note. 10% of the
     rows (at least 200, up to 30%) are held out to stop training early and to set
-    the anomaly threshold. On files under 6,000 rows,
-    up to --calibration-fits extra fits each hold out other rows, so that about
-    600 held-out scores set the threshold. The model file is replaced atomically,
-    only on success.
+    the anomaly threshold. On files under 6,000 rows, up to --calibration-fits extra
+    fits each hold out other rows, so that about 600 held-out scores set the
+    threshold. The model file is replaced atomically, only on success.
 
+    \b
     Example: vae-anomaly fit normal.csv --model model.vae --exclude id --seed 1
     """
     progress = _progress(quiet)
@@ -214,13 +245,17 @@ def fit(
 @app.command()
 def score(
     data: Annotated[str, typer.Argument(
-        metavar="DATA", help="CSV or Parquet file to score, or a quoted glob such as "
-                             "'incoming/*.csv' (with --output-dir).")],
+        metavar="DATA",
+        help="CSV or Parquet file to score (CSV may be compressed as .csv.gz, .csv.bz2 or "
+             ".csv.zst; codec from the extension), - for CSV on standard input, or a quoted "
+             "glob such as 'incoming/*.csv' (with --output-dir).")],
     model: ModelOption = Path("model.vae"),
     output: Annotated[Optional[str], typer.Option(
         "--output", "-o", metavar="PATH|-",
-        help="Output file (.csv or .parquet), or - for CSV on stdout. "
-             "Default: DATA's name with .scored.csv (.scored.parquet for Parquet).")] = None,
+        help="Output file (.csv or .parquet; a name ending in .csv.gz, .csv.bz2 or .csv.zst "
+             "is written compressed), or - for CSV on stdout. "
+             "Default: DATA's name with .scored.csv (.scored.parquet for Parquet; compressed "
+             "as DATA is); required when DATA is -.")] = None,
     output_dir: Annotated[Optional[Path], typer.Option(
         metavar="DIR", help="Write one output per input, with the input's name, in DIR.")] = None,
     seed: DrawSeedOption = None,
@@ -247,7 +282,7 @@ def score(
     engine: Annotated[Engine, typer.Option(
         help="local: score the files one after another in this process. dask: score each "
              "file as a task on a Dask cluster (needs --output-dir and Dask: "
-             "pip install 'dask[distributed]'); each row gets the same Monte Carlo draws "
+             "pip install 'vae-anomaly[dask]'); each row gets the same Monte Carlo draws "
              "wherever it is scored (docs/scale.md).")] = Engine.local,
     scheduler: Annotated[Optional[str], typer.Option(
         metavar="ADDRESS", help="With --engine dask: a running Dask scheduler, e.g. "
@@ -258,16 +293,22 @@ def score(
 ) -> None:
     """Score every record in DATA and flag anomalies.
 
-    The output holds every input column unchanged, then anomaly_score (higher is
-    more anomalous), is_anomaly (0/1 at the threshold), p_value (conformal, against
-    held-out normal rows), reconstruction_nll, kl_divergence and score_std_error. Files are read and written in chunks, and
-    each output is written atomically: a failed run leaves no partial file and
-    keeps any earlier output.
+    The output holds every input column unchanged, then anomaly_score (higher is more
+    anomalous), is_anomaly (0/1 at the threshold), p_value (conformal, against held-out
+    normal rows), reconstruction_nll, kl_divergence and score_std_error. Files are read
+    and written in chunks, and each output is written atomically: a failed run leaves
+    no partial file and keeps any earlier output.
 
+    \b
     Example: vae-anomaly score new.csv --model model.vae -o scored.csv --fail-on-anomaly
 
-    Partitioned data on a Dask cluster: vae-anomaly score 'data/part-*.parquet' --engine dask
-    --scheduler tcp://host:8786 --output-dir scored/
+    \b
+    In a pipeline:
+    zcat today.csv.gz | vae-anomaly score - -o - --model model.vae | head
+
+    \b
+    Partitioned data on a Dask cluster:
+    vae-anomaly score 'data/part-*.parquet' --engine dask --scheduler tcp://host:8786 --output-dir scored/
     """
     results = _run(lambda: score_files(data, model, output=output, output_dir=output_dir,
                                        summary=summary, engine=engine.value, scheduler=scheduler,
@@ -287,9 +328,9 @@ def score(
 
 def _report_scored(console: Console, result) -> None:
     for finding in result.health["findings"]:
-        console.print(f"Warning: {result.input.name}: {finding}", markup=False)
+        console.print(f"Warning: {source_name(result.input)}: {finding}", markup=False)
     if result.rows == 0:
-        console.print(f"Note: {result.input.name} has no rows; wrote a header-only output",
+        console.print(f"Note: {source_name(result.input)} has no rows; wrote a header-only output",
                       markup=False)
     share = result.flagged / result.rows if result.rows else 0.0
     destination = "stdout" if result.output is None else str(result.output)
@@ -299,9 +340,11 @@ def _report_scored(console: Console, result) -> None:
         markup=False)
 
 
-@app.command()
+@app.command(short_help="Measure how well anomalies are found in a labelled file.")
 def evaluate(
-    data: Annotated[str, typer.Argument(metavar="LABELED", help="CSV or Parquet file with a label column.")],
+    data: Annotated[str, typer.Argument(
+        metavar="LABELED", help="CSV or Parquet file with a label column (CSV may be compressed "
+                                "as .csv.gz, .csv.bz2 or .csv.zst).")],
     label_column: Annotated[str, typer.Option(
         metavar="COL", help="Column holding the truth: 1 (or true) = anomaly, 0 = normal.")],
     model: ModelOption = Path("model.vae"),
@@ -321,6 +364,7 @@ def evaluate(
     with nothing to count (recall on a file without anomalies, precision when nothing
     is flagged) is n/a, null in --json.
 
+    \b
     Example: vae-anomaly evaluate labeled.csv --label-column label --json
     """
     metrics = _run(lambda: evaluate_file(data, model, label_column=label_column, seed=seed,
@@ -357,7 +401,7 @@ def _render_metrics(m: dict) -> None:
     Console(highlight=False).print(table)
 
 
-@app.command()
+@app.command(short_help="Write an HTML report on a model and a scored file.")
 def report(
     model: Annotated[Path, typer.Argument(metavar="MODEL", help="Model file written by fit.")],
     scored: Annotated[Optional[Path], typer.Argument(
@@ -372,6 +416,7 @@ def report(
     histogram beside the scored batch's with the threshold, and the top anomalies
     with their explanations.
 
+    \b
     Example: vae-anomaly report model.vae scored.csv --output report.html
     """
     path = _run(lambda: write_report(model, output, scored_path=scored, top=top))
@@ -379,13 +424,14 @@ def report(
         _stderr().print(f"Wrote {path}", markup=False)
 
 
-@app.command()
+@app.command(short_help="Show a model's columns, threshold, training and versions.")
 def info(
     model: Annotated[Path, typer.Argument(metavar="MODEL", help="Model file written by fit.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON for machines.")] = False,
 ) -> None:
     """Show a model's columns and kinds, threshold, training summary and versions.
 
+    \b
     Example: vae-anomaly info model.vae --json
     """
     description = _run(lambda: describe_model(model))
