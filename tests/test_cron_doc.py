@@ -3,6 +3,7 @@ cannot drift from what a cron log will actually show."""
 
 from __future__ import annotations
 
+import gzip
 import shutil
 from pathlib import Path
 
@@ -36,6 +37,10 @@ def night(tmp_path, tiny_dir, tiny_model):
     (tmp_path / "semi.csv").write_text(good.replace(",", ";"))
     (tmp_path / "trunc.vae").write_bytes((tmp_path / "model.vae").read_bytes()[:2000])
     (tmp_path / "same.csv").write_text(good)
+    long = (good + "".join(good.split("\n", 1)[1] for _ in range(40))).encode()
+    packed = gzip.compress(long)
+    (tmp_path / "txns.csv.gz").write_bytes(packed[:len(packed) // 2])  # cut off mid-stream
+    (tmp_path / "gz.csv").write_bytes(gzip.compress(good.encode()))
     return tmp_path
 
 
@@ -48,7 +53,7 @@ def _error_line(night: Path, *arguments: str) -> str:
 @pytest.mark.parametrize("arguments", [
     ["nocol.csv"], ["badval.csv"], ["empty.csv"], ["semi.csv"],
     ["new.csv", "--model", "nope.vae"], ["new.csv", "--model", "trunc.vae"],
-    ["same.csv", "-o", "same.csv"],
+    ["same.csv", "-o", "same.csv"], ["txns.csv.gz"], ["gz.csv"],
 ])
 def test_each_quoted_exit_2_error_is_what_score_prints(night, arguments, monkeypatch):
     monkeypatch.chdir(night)
