@@ -76,8 +76,7 @@ def fit_file(data, model_path, *, callbacks: Sequence[TrainingCallback] = (),
     """Train on ``data`` (a CSV or Parquet file, or ``-`` for CSV on standard input) and
     write the model file atomically to ``model_path``."""
     data, model_path = Path(data), Path(model_path)
-    if not is_stdin(data):
-        refuse_same_file(data, model_path, "--model")
+    refuse_same_file(data, model_path, "--model")
     check_writable_destination(model_path)
     with exclusive_lock(model_path):
         frame = read_table(data)
@@ -121,8 +120,7 @@ def score_file(data, model_path, *, output: str | Path | None = None, seed: int 
     data = Path(data)
     destination = None if output == "-" else Path(output or default_output_path(data))
     if destination is not None:
-        if not is_stdin(data):
-            refuse_same_file(data, destination, "--output")
+        refuse_same_file(data, destination, "--output")
         refuse_same_file(Path(model_path), destination, "--output", "model")
         check_writable_destination(destination)
     detector = detector or load(model_path)

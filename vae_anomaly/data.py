@@ -188,8 +188,7 @@ def _csv_record_batches(source, stream, schema: pa.Schema) -> Iterator[pa.Record
             if delivered == 0 and "Empty CSV file" in str(exc):
                 return  # a header with no line break after it: a file of no rows
             # A row longer than a block (a huge text cell): read again with bigger
-            # blocks, past the rows already delivered. Standard input cannot be read
-            # again, so its blocks start large enough for all but freak rows.
+            # blocks, past the rows already delivered. A pipe cannot be read again.
             if "straddling" not in str(exc) or block >= _MAX_CSV_BLOCK_BYTES:
                 raise
             if not source.reopenable:
@@ -268,7 +267,8 @@ class _Replay(io.RawIOBase):
         return len(data)
 
     def close(self) -> None:
-        self.stream.close() if self.stream is not sys.stdin.buffer else None
+        if self.stream is not sys.stdin.buffer:  # the process's stdin stays open
+            self.stream.close()
         super().close()
 
 
@@ -489,7 +489,10 @@ def _as_text(value: object) -> object:
 # ----- writing ------------------------------------------------------------------------
 def refuse_same_file(data: Path, destination: Path, option: str, what: str = "input") -> None:
     """OutputError if writing ``destination`` would overwrite ``data``. Compared whether
-    or not they exist yet: an output the run is about to write counts."""
+    or not they exist yet: an output the run is about to write counts. Standard input
+    (``-``) is no file to overwrite."""
+    if is_stdin(data):
+        return
     try:
         same = Path(destination).resolve() == Path(data).resolve()
     except (OSError, RuntimeError):  # a symlink loop, a name too long: not the same file
@@ -537,7 +540,7 @@ def atomic_output(path: str | os.PathLike, mode: str = "w") -> Iterator:
             yield stream
         # By name, after closing: a compressed stream written inside the block closes
         # the file itself when it ends.
-        _fsync_file(tmp_name)
+        _fsync(tmp_name)
         os.replace(tmp_name, path)
         _fsync_folder(directory)  # make the rename itself durable
     except BaseException:
@@ -589,7 +592,7 @@ def csv_header(schema: pa.Schema) -> bytes:
 _CSV_SPECIAL = '[",\r\n]'
 
 
-def csv_rows(table: pa.Table) -> pa.Buffer:
+def csv_rows(table: pa.Table) -> bytes:
     """The rows of ``table`` as CSV text, one line each, in Arrow's compute kernels.
 
     Arrow's own writer quotes every text cell (``T1`` becomes ``"T1"``), which
@@ -602,7 +605,7 @@ def csv_rows(table: pa.Table) -> pa.Buffer:
                                                     null_replacement=""))
     rows = pa.LargeListArray.from_arrays(pa.array([0, len(lines)], pa.int64()), lines)
     text = pc.binary_join(rows, _text("\n"))
-    return pa.py_buffer(text[0].as_buffer().to_pybytes() + b"\n")
+    return text[0].as_buffer().to_pybytes() + b"\n"
 
 
 def _csv_cells(column: pa.ChunkedArray) -> pa.ChunkedArray:
@@ -688,8 +691,8 @@ def exclusive_lock(path: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _fsync_file(name: str) -> None:
-    handle = os.open(name, os.O_RDONLY)
+def _fsync(path: str | Path) -> None:
+    handle = os.open(path, os.O_RDONLY)
     try:
         os.fsync(handle)
     finally:
@@ -697,12 +700,8 @@ def _fsync_file(name: str) -> None:
 
 
 def _fsync_folder(directory: Path) -> None:
-    with contextlib.suppress(OSError):
-        handle = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(handle)
-        finally:
-            os.close(handle)
+    with contextlib.suppress(OSError):  # some filesystems cannot sync a folder
+        _fsync(directory)
 
 
 def _current_umask() -> int:
