@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import re
 from pathlib import Path
 
 import typer
@@ -56,7 +57,10 @@ def _cell(text: str) -> str:
 
 
 def _paragraphs(text: str) -> str:
-    return "\n\n".join(" ".join(p.split()) for p in text.strip().split("\n\n"))
+    """The help's paragraphs, each on one line. A paragraph that starts with click's
+    \\b line (an example, which --help prints as written) loses that line."""
+    return "\n\n".join(" ".join(p.removeprefix("\b").split())
+                         for p in text.strip().split("\n\n"))
 
 
 def test_cli_md_matches_help():
@@ -70,11 +74,11 @@ def test_cli_md_matches_help():
 def test_every_option_in_help_is_in_cli_md():
     from typer.testing import CliRunner
     text = CLI_MD.read_text()
-    for command in ("fit", "score", "info"):
-        help_text = CliRunner().invoke(app, [command, "--help"], env={"COLUMNS": "200"}).stdout
-        for word in help_text.split():
-            if word.startswith("--") and word.strip(",") != "--help":
-                assert word.strip(",") in text, f"{word} of {command} is not in docs/cli.md"
+    for command in ([], ["fit"], ["score"], ["evaluate"], ["report"], ["info"]):
+        help_text = CliRunner().invoke(app, [*command, "--help"], env={"COLUMNS": "200"}).stdout
+        for option in set(re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*[a-z0-9]", help_text)):
+            if option != "--help":
+                assert option in text, f"{option} of {command} is not in docs/cli.md"
 
 
 if __name__ == "__main__":
@@ -83,12 +87,30 @@ if __name__ == "__main__":
     print(f"wrote {CLI_MD}")
 
 
-def test_ci_runs_the_readme_test_command():
+def readme_set_up_commands() -> list[str]:
+    """The command of each code block of README's "Set-up: two commands" section."""
+    readme = (CLI_MD.parent.parent / "README.md").read_text()
+    heading = "\n## Set-up: two commands\n"
+    assert heading in readme, "README.md lost its `## Set-up: two commands` section"
+    section = readme.split(heading, 1)[1].split("\n## ", 1)[0]
+    # A block is "```[language]\n...\n```": drop the language, keep the command.
+    return [block.partition("\n")[2].strip() for block in section.split("```")[1::2]]
+
+
+def test_ci_runs_the_readme_set_up_commands():
+    """.ci/run runs both README set-up commands verbatim, install-and-score first."""
     root = CLI_MD.parent.parent
-    readme_blocks = (root / "README.md").read_text().split("```")[1::2]
-    test_command = next(b.strip() for b in readme_blocks if "pytest" in b)
+    commands = readme_set_up_commands()
+    assert len(commands) == 2, f"README's set-up section should hold two commands: {commands}"
+    install_and_score, test_command = commands
+    assert "pytest" in test_command and "pytest" not in install_and_score
+    assert "[test]" not in install_and_score, "the first set-up command must be a base install"
     ci_lines = [line.strip() for line in (root / ".ci" / "run").read_text().splitlines()]
-    assert test_command in ci_lines, ".ci/run no longer runs the README's test command"
+    for command in commands:
+        assert "\n" not in command and command in ci_lines, (
+            f".ci/run no longer runs this README set-up command, as one line verbatim:\n{command}")
+    assert ci_lines.index(install_and_score) < ci_lines.index(test_command), (
+        ".ci/run must run the README's install-and-score command before its test command")
 
 
 def test_python_docs_examples_run(tmp_path, monkeypatch):
