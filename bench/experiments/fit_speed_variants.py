@@ -2,7 +2,7 @@
     python bench/experiments/fit_speed_variants.py DATA_DIR OUT.jsonl VARIANT... [--datasets ...] [--seeds 0]
 Each VARIANT is NAME or NAME:key=value,key=value with detector options (epochs,
 batch_size, learning_rate, calibration_fits) and patches (threads=N; any other
-key=value sets vae_anomaly.training.<KEY> = value, upper-cased). Variants run
+key=value sets vae_anomaly.training._<KEY> = value, upper-cased). Variants run
 interleaved per dataset and seed, so their fit seconds compare side by side.
 `sample_data` as a dataset name means sample_data/train.csv, scored on new.csv.
 """
@@ -29,7 +29,10 @@ def parse(spec):
         elif key == "threads":
             threads = int(value)
         else:
-            patches[key.upper()] = type(getattr(T, key.upper()))(value) if hasattr(T, key.upper()) else float(value)
+            constant = "_" + key.upper()
+            if not hasattr(T, constant):
+                raise SystemExit(f"vae_anomaly.training has no {constant}")
+            patches[constant] = type(getattr(T, constant))(float(value))
     return name, options, patches, threads
 
 
