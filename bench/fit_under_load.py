@@ -44,9 +44,18 @@ def package_dir(rev: str, scratch: Path) -> Path:
 
 def start_fit(code: Path, data: Path, model: Path, extra: list[str]) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(code)}
-    return subprocess.Popen([sys.executable, "-m", "vae_anomaly", "fit", str(data),
-                             "--model", str(model), *extra],
+    # Run from the model's folder: `python -m` puts the working directory first on the
+    # path, so from a checkout's root its package would win over PYTHONPATH's.
+    return subprocess.Popen([sys.executable, "-m", "vae_anomaly", "fit", str(data.resolve()),
+                             "--model", str(model), *extra], cwd=model.parent,
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def used_package(code: Path, scratch: Path) -> str:
+    """Where a fit of ``code`` imports vae_anomaly from (to check the set-up)."""
+    return subprocess.run([sys.executable, "-c", "import vae_anomaly; print(vae_anomaly.__file__)"],
+                          env={**os.environ, "PYTHONPATH": str(code)}, cwd=scratch,
+                          capture_output=True, text=True, check=True).stdout.strip()
 
 
 def timed_fits(code: Path, data: Path, scratch: Path, extra: list[str], at_once: int) -> list[float]:
@@ -78,6 +87,8 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory(prefix="fit-under-load-") as scratch_name:
         scratch = Path(scratch_name)
         codes = {rev: package_dir(rev, scratch / "code") for rev in revs}
+        for rev, code in codes.items():
+            print(f"{rev}: {used_package(code, scratch)}", file=sys.stderr, flush=True)
         for round_ in range(1, args.rounds + 1):
             for rev in revs:
                 alone = timed_fits(codes[rev], args.data, scratch, args.fit_args.split(), 1)
