@@ -114,8 +114,8 @@ def test_decoder_log_variance_stays_within_its_bounds(variance):
 
 
 @pytest.mark.parametrize("rows, batch, epochs, learning_rate", [
-    (300, 300, 300, 300 / 64 * 1e-3),   # small data: every row in one batch, the epoch cap
-    (2_700, 1024, 148, 1.6e-2),         # sample_data: 400,000 rows seen bind
+    (300, 300, 300, 300 / 96 * 1e-3),   # small data: every row in one batch, the epoch cap
+    (2_700, 1024, 148, 1024 / 96 * 1e-3),  # sample_data: 400,000 rows seen bind
     (10_000, 1024, 40, 1024 / 156.25 * 1e-3),  # the rate of 1e-3 at n/64 rows a batch
     (180_000, 1024, 20, 4e-3),          # a 200,000-row file: never fewer than 20 epochs
     (5_000_000, 1024, 20, 4e-3),
