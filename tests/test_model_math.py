@@ -116,9 +116,10 @@ def test_decoder_log_variance_stays_within_its_bounds(variance):
 @pytest.mark.parametrize("rows, batch, epochs, learning_rate", [
     (300, 300, 300, 300 / 96 * 1e-3),   # small data: every row in one batch, the epoch cap
     (2_700, 1024, 148, 1024 / 96 * 1e-3),  # sample_data: 400,000 rows seen bind
-    (10_000, 1024, 40, 1024 / 156.25 * 1e-3),  # the rate of 1e-3 at n/64 rows a batch
-    (180_000, 1024, 20, 4e-3),          # a 200,000-row file: never fewer than 20 epochs
-    (5_000_000, 1024, 20, 4e-3),
+    (5_000, 1024, 80, 1024 / 96 * 1e-3),
+    (10_000, 1024, 50, 1024 / 156.25 * 1e-3),  # the rate of 1e-3 at n/64 rows a batch
+    (180_000, 1024, 50, 4e-3),          # a 200,000-row file: 50 epochs, 9M rows seen
+    (5_000_000, 1024, 20, 4e-3),        # never fewer than 20 epochs
 ])
 def test_training_length_scales_with_the_data(rows, batch, epochs, learning_rate):
     from vae_anomaly.training import TrainingConfig
