@@ -39,7 +39,7 @@ _BASE_LEARNING_RATE = 1e-3
 _MIN_REFERENCE_BATCH, _MAX_REFERENCE_BATCH = 96, 256
 # Rows seen bound the fit: 400,000 of them, in 20 to 300 epochs. On the benchmark sets
 # detection stopped gaining well before the old bound of 12,900 steps of 64 rows
-# (825,000 rows): over the 16 sets x 3 seeds the mean ROC-AUC was 0.889 against 0.886,
+# (825,000 rows): over the 16 sets x 3 seeds the mean ROC-AUC was 0.888 against 0.886,
 # in 14% of the fit time. sample_data, still improving at its bound, reaches 0.987 in
 # its 148 epochs (0.994 in 300 epochs of 64 rows before, at 5 times the cost).
 # Large files get at least 50 epochs while that is at most 10M rows seen: a default fit
