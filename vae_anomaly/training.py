@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
@@ -26,7 +27,7 @@ from .model import TabularVAE, negative_elbo
 
 # Large batches. A step of these small networks is mostly fixed overhead: on 2 CPU
 # cores one of 1,024 rows took about twice as long as one of 64, so a row costs
-# about an eighth as much (NOTES: issue 20).
+# about an eighth as much (docs/benchmarks.md, "Fit time").
 _MIN_BATCH, _MAX_BATCH = 64, 1024
 # The rate grows with the batch so that rate / batch, the noise each step adds, stays
 # near that of the small-batch fits these replaced: 1e-3 at n/64 rows a batch, 96 to
@@ -168,23 +169,39 @@ def train(model: TabularVAE, train_data: Tensors, val_data: Tensors, config: Tra
     return TrainingResult(history, best_epoch or len(history), len(history) < epochs)
 
 
-@contextlib.contextmanager
-def _training_threads(device: torch.device) -> Iterator[None]:
-    """One torch thread while training on a CPU; the caller's count again after.
+class _OneTrainingThread:
+    """One torch thread while any fit trains on a CPU; the caller's count again once
+    the last one ends (torch's count is process-wide, so fits in several Python
+    threads share one saved value instead of each restoring the other's setting).
 
     A step is a few hundred small kernels. Split over two threads they gained a
     little alone (a 30-epoch fit: 7.3 s on 2 threads, 8.8 s on 1) and lost badly
     beside a second fit (28.1 s against 14.2 s): each op's worker threads spin
     waiting for a core the other process holds."""
-    if device.type != "cpu":
-        yield
-        return
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
+
+    def __init__(self):
+        self.lock, self.active, self.saved = threading.Lock(), 0, 1
+
+    @contextlib.contextmanager
+    def __call__(self, device: torch.device) -> Iterator[None]:
+        if device.type != "cpu":
+            yield
+            return
+        with self.lock:
+            if self.active == 0:
+                self.saved = torch.get_num_threads()
+                torch.set_num_threads(1)
+            self.active += 1
+        try:
+            yield
+        finally:
+            with self.lock:
+                self.active -= 1
+                if self.active == 0:
+                    torch.set_num_threads(self.saved)
+
+
+_training_threads = _OneTrainingThread()
 
 
 def _run_epochs(step: TrainingStep, train_data: Tensors, val_data: Tensors,
@@ -348,7 +365,7 @@ class FlatAdam:
     betas 0.9 and 0.999, eps 1e-8, no weight decay), its rate in ``param_groups``.
 
     Not torch.optim.Adam itself: the first step of any torch.optim optimiser imports
-    torch._dynamo, which took 1.5-4.5 s on 2 busy cores - more than the whole
+    torch._dynamo, which took 4.4-5.5 s on 2 busy cores - more than the whole
     training of a small file now takes. On one flat tensor the update is a handful
     of whole-buffer operations, as cheap as the fused kernel."""
 
