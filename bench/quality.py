@@ -17,6 +17,19 @@ The report replaces the "## Detection quality" section of ``--out`` and keeps
 the rest of that file. With ``--results-json PATH --resume`` results already in
 PATH are reused, so an interrupted run can be continued or extended (more
 datasets or seeds) and the report is always written from everything in PATH.
+
+To compare two versions of the product, run only it (``--methods vae-anomaly``)
+once per version, each into its own results file (``PYTHONPATH`` chooses the
+package), then compare the files:
+
+    PYTHONPATH=/path/to/old python bench/quality.py DATA --methods vae-anomaly \
+        --results-json old.json --out /tmp/old.md
+    python bench/quality.py DATA --methods vae-anomaly --results-json new.json --out /tmp/new.md
+    python bench/quality.py DATA --results-json new.json --compare old.json
+
+``--compare`` prints, per dataset and over the seeds both files hold, the
+product's ROC-AUC, FPR at its threshold and fit seconds side by side, and the
+summed fit seconds; it runs nothing.
 """
 
 from __future__ import annotations
@@ -371,6 +384,43 @@ def product_table(datasets: list[str], results: list[Result]) -> list[str]:
     return lines
 
 
+def compare_products(results: list[Result], baseline: list[Result]) -> list[str]:
+    """The product in ``results`` against the product in ``baseline``, on the
+    (dataset, seed) pairs both hold: a markdown table and the totals."""
+    def by_key(rows: list[Result]) -> dict[tuple[str, int], Result]:
+        return {(r.dataset, r.seed): r for r in rows if r.method == PRODUCT and r.error is None}
+
+    new, old = by_key(results), by_key(baseline)
+    common = sorted(set(new) & set(old))
+    datasets = sorted({d for d, _ in common})
+    lines = ["| dataset | seeds | ROC-AUC baseline | ROC-AUC this | diff | FPR baseline | "
+             "FPR this | fit s baseline | fit s this | fit ratio |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    totals, diffs = [0.0, 0.0], []
+    for name in datasets:
+        keys = [k for k in common if k[0] == name]
+        mean = lambda table, f: float(np.mean([getattr(table[k], f) for k in keys]))  # noqa: E731
+        auc_old, auc_new = mean(old, "roc_auc"), mean(new, "roc_auc")
+        fit_old, fit_new = mean(old, "fit_s"), mean(new, "fit_s")
+        totals[0] += fit_old
+        totals[1] += fit_new
+        diffs.append(auc_new - auc_old)
+        lines.append(f"| {name} | {len(keys)} | {auc_old:.4f} | {auc_new:.4f} | "
+                     f"{auc_new - auc_old:+.4f} | {fmt(mean(old, 'fpr'), 4)} | "
+                     f"{fmt(mean(new, 'fpr'), 4)} | {fit_old:.1f} | {fit_new:.1f} | "
+                     f"{fit_new / fit_old:.2f} |")
+    if not datasets:
+        return ["No (dataset, seed) pair is in both results files."]
+    mean_old = float(np.mean([np.mean([old[k].roc_auc for k in common if k[0] == d])
+                              for d in datasets]))
+    lines += ["", f"Mean ROC-AUC over {len(datasets)} datasets: baseline {mean_old:.4f}, this "
+              f"{mean_old + float(np.mean(diffs)):.4f} ({float(np.mean(diffs)):+.4f}); largest "
+              f"drop {min(diffs):+.4f}. Fit seconds (means over seeds, summed over datasets): "
+              f"baseline {totals[0]:.1f}, this {totals[1]:.1f} "
+              f"({totals[1] / totals[0]:.1%} of the baseline)."]
+    return lines
+
+
 def reach_check(datasets: list[str], methods: list[str], results: list[Result]) -> list[str]:
     auc = per_dataset(results, "roc_auc")
     lines = []
@@ -503,14 +553,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="seconds per method and dataset before it counts as missing")
     parser.add_argument("--report-only", action="store_true",
                         help="write the report from --results-json without running anything")
+    parser.add_argument("--compare", type=Path, metavar="BASELINE_JSON",
+                        help="print the product in --results-json against the product in "
+                             "BASELINE_JSON (another version's results file); runs nothing")
     args = parser.parse_args(argv)
-    if (args.resume or args.report_only) and args.results_json is None:
-        parser.error("--resume and --report-only need --results-json")
+    if (args.resume or args.report_only or args.compare) and args.results_json is None:
+        parser.error("--resume, --report-only and --compare need --results-json")
     return args
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    if args.compare:
+        print("\n".join(compare_products(load_results(args.results_json),
+                                          load_results(args.compare))))
+        return
     command = shlex.join(["python", *sys.argv]) if argv is None else shlex.join(argv)
     started = time.perf_counter()
     results = load_results(args.results_json) if args.report_only else run(args)

@@ -114,10 +114,12 @@ def test_decoder_log_variance_stays_within_its_bounds(variance):
 
 
 @pytest.mark.parametrize("rows, batch, epochs, learning_rate", [
-    (300, 64, 300, 1e-3),          # small data: the epoch cap binds
-    (10_000, 128, 253, 1e-3),      # 79 steps an epoch: the 20,000-step budget binds
-    (180_000, 512, 55, 2e-3),      # a 200,000-row file: the 10M-rows-seen budget binds
-    (5_000_000, 512, 20, 2e-3),    # never fewer than 20 epochs
+    (300, 300, 300, 300 / 96 * 1e-3),   # small data: every row in one batch, the epoch cap
+    (2_700, 1024, 148, 1024 / 96 * 1e-3),  # sample_data: 400,000 rows seen bind
+    (5_000, 1024, 80, 1024 / 96 * 1e-3),
+    (10_000, 1024, 50, 1024 / 156.25 * 1e-3),  # the rate of 1e-3 at n/64 rows a batch
+    (180_000, 1024, 50, 4e-3),          # a 200,000-row file: 50 epochs, 9M rows seen
+    (5_000_000, 1024, 20, 4e-3),        # never fewer than 20 epochs
 ])
 def test_training_length_scales_with_the_data(rows, batch, epochs, learning_rate):
     from vae_anomaly.training import TrainingConfig
@@ -125,9 +127,77 @@ def test_training_length_scales_with_the_data(rows, batch, epochs, learning_rate
     config = TrainingConfig()
     assert config.resolved_batch_size(rows) == batch
     assert config.resolved_epochs(rows) == epochs
-    assert config.resolved_learning_rate(batch) == pytest.approx(learning_rate)
+    assert config.resolved_learning_rate(batch, rows) == pytest.approx(learning_rate)
     assert TrainingConfig(epochs=7, batch_size=32).resolved_epochs(rows) == 7
-    assert TrainingConfig(learning_rate=5e-4).resolved_learning_rate(batch) == 5e-4
+    assert TrainingConfig(learning_rate=5e-4).resolved_learning_rate(batch, rows) == 5e-4
+    # A batch the user chose gets the same rate per row, never below 1e-3.
+    assert TrainingConfig(batch_size=32).resolved_learning_rate(32, rows) == 1e-3
+
+
+def test_training_runs_on_one_torch_thread_and_gives_the_callers_count_back():
+    from vae_anomaly import training
+
+    seen = []
+
+    class Recorder:
+        def on_epoch_end(self, stats):
+            seen.append(torch.get_num_threads())
+
+    data = training.Tensors(torch.randn(64, 2), torch.zeros(64, 0),
+                            torch.zeros(64, 0, dtype=torch.long))
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        training.train(TabularVAE(VAEConfig(n_numeric=2, n_indicators=0)), data, data,
+                       training.TrainingConfig(epochs=3), torch.Generator().manual_seed(0),
+                       [Recorder()])
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+    assert seen == [1, 1, 1]
+
+
+def test_fits_in_several_threads_give_the_callers_thread_count_back():
+    import threading
+
+    from vae_anomaly import training
+
+    data = training.Tensors(torch.randn(64, 2), torch.zeros(64, 0),
+                            torch.zeros(64, 0, dtype=torch.long))
+
+    def fit(epochs):
+        training.train(TabularVAE(VAEConfig(n_numeric=2, n_indicators=0)), data, data,
+                       training.TrainingConfig(epochs=epochs), torch.Generator().manual_seed(0))
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        fits = [threading.Thread(target=fit, args=(epochs,)) for epochs in (3, 6)]
+        for thread in fits:
+            thread.start()
+        for thread in fits:
+            thread.join()
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_a_cpu_fit_does_not_import_torch_dynamo():
+    """torch.optim imports torch._dynamo on first use: seconds of a process's start,
+    more than the whole training of a small file. FlatAdam steps the CPU fits."""
+    import subprocess
+    import sys
+
+    code = ("import sys, torch; from vae_anomaly import training; "
+            "from vae_anomaly.model import TabularVAE, VAEConfig; "
+            "d = training.Tensors(torch.randn(32, 2), torch.zeros(32, 0), "
+            "torch.zeros(32, 0, dtype=torch.long)); "
+            "training.train(TabularVAE(VAEConfig(n_numeric=2, n_indicators=0)), d, d, "
+            "training.TrainingConfig(epochs=2), torch.Generator().manual_seed(0)); "
+            "print('torch._dynamo' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip() == "False"
 
 
 def test_learning_rate_holds_for_half_the_bound_then_decays_to_a_twentieth():

@@ -2,17 +2,19 @@
 second half of the epoch bound), KL warm-up, gradient clipping, early stopping on
 validation loss with the best weights restored. On a GPU each step is replayed
 from a captured CUDA graph (CudaGraphStep); on a CPU the parameters live in one
-flat buffer while training (FlatStep).
+flat buffer while training (FlatStep), stepped by FlatAdam on one torch thread.
 
 Display is not done here: progress reaches the caller through callbacks.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from functools import partial
 from typing import Protocol
@@ -23,24 +25,36 @@ from torch import nn
 from .errors import TrainingError
 from .model import TabularVAE, negative_elbo
 
-# Enough optimiser steps for the small networks used here to converge; early
-# stopping ends most runs well before the bound. On large files the row budget
-# binds first: 10M rows seen (55 passes over 180,000 rows) keep a default fit of
-# 200,000 rows under 2 minutes on 2 CPU cores (docs/benchmarks.md, "Speed").
-_STEP_BUDGET = 20_000
-_ROW_BUDGET = 10_000_000
+# Large batches. A step of these small networks is mostly fixed overhead: on 2 CPU
+# cores one of 1,024 rows took about twice as long as one of 64, so a row costs
+# about an eighth as much (docs/benchmarks.md, "Fit time").
+_MIN_BATCH, _MAX_BATCH = 64, 1024
+# The rate grows with the batch so that rate / batch, the noise each step adds, stays
+# near that of the small-batch fits these replaced: 1e-3 at n/64 rows a batch, 96 to
+# 256 (1.07e-2 at 1,024 rows of a file under 6,144 rows, 4e-3 above 16,384). Less
+# noise lost detection: over 3 seeds pendigits reached ROC-AUC 0.969 with a floor of
+# 128 (8e-3; 500,000 rows seen), 0.978 with 96 and 0.982 with 64 (the old fits: 0.980),
+# but 64 cost sample_data (0.985 against 0.987) and put satellite's false-positive
+# rate at 0.45%.
+_BASE_LEARNING_RATE = 1e-3
+_MIN_REFERENCE_BATCH, _MAX_REFERENCE_BATCH = 96, 256
+# Rows seen bound the fit: 400,000 of them, in 20 to 300 epochs. On the benchmark sets
+# detection stopped gaining well before the old bound of 12,900 steps of 64 rows
+# (825,000 rows): over the 16 sets x 3 seeds the mean ROC-AUC was 0.888 against 0.886,
+# in 14% of the fit time. sample_data, still improving at its bound, reaches 0.987 in
+# its 148 epochs (0.994 in 300 epochs of 64 rows before, at 5 times the cost).
+# Large files get at least 50 epochs while that is at most 10M rows seen: a default fit
+# of 200,000 rows reached a validation loss of -9.05 in 48.7 s (the old 55 epochs of 512
+# rows: -8.63 in 60.0 s), where 20 epochs reached only -2.73. Early stopping ends many
+# runs sooner.
+_ROW_BUDGET = 400_000
 _MIN_EPOCHS, _MAX_EPOCHS = 20, 300
-# Batches above 512 rows bought speed per epoch but lost validation loss for the
-# same time: on 200,000 rows, 55 epochs at 2048 reached 7.62, at 1024 (lr 3e-3)
-# 4.96, at 512 (lr 2e-3) 3.52; a 4x slower reference reached 2.86.
-_MIN_BATCH, _MAX_BATCH = 64, 512
-_BASE_LEARNING_RATE, _BASE_BATCH = 1e-3, 256
+_LARGE_FILE_EPOCHS, _LARGE_FILE_ROW_BUDGET = 50, 10_000_000
 _EVAL_ROWS = 16_384  # validation rows per forward pass, to bound memory
 # The learning rate stays at its start for the first half of the epoch bound, then
 # falls along a half cosine to this fraction of it at the bound: late, smaller
 # steps settle into a lower validation loss than a constant rate in the same
-# epochs (docs/benchmarks.md, "Speed"). Runs that stop early, as most fits of
-# small files do, mostly never reach the decay.
+# epochs (docs/benchmarks.md, "Speed"). Runs that stop early never reach the decay.
 _FINAL_LEARNING_RATE_FRACTION = 0.05
 # The KL weight users get. 0.25 rather than 0.5: on the 16 benchmark sets it lifted
 # cardio from 0.910 to 0.926 ROC-AUC and churn from 0.686 to 0.703, with the mean
@@ -64,22 +78,23 @@ class TrainingConfig:
     def resolved_batch_size(self, n_rows: int) -> int:
         if self.batch_size is not None:
             return self.batch_size
-        # About 64 steps per epoch: larger batches keep the cores busy on big files.
-        return int(min(_MAX_BATCH, max(_MIN_BATCH, 2 ** round(math.log2(max(n_rows, 1) / 64)))))
+        # _MAX_BATCH rows, or every row of a smaller file (one step an epoch).
+        return int(min(_MAX_BATCH, max(_MIN_BATCH, n_rows)))
 
-    def resolved_learning_rate(self, batch_size: int) -> float:
-        """1e-3 up to 256 rows a batch, then in proportion to the batch (fewer, less
-        noisy steps can be longer)."""
+    def resolved_learning_rate(self, batch_size: int, n_rows: int) -> float:
+        """1e-3 times the batch over the reference batch of ``n_rows`` (n/64 rows, 96
+        to 256), and at least 1e-3."""
         if self.learning_rate is not None:
             return self.learning_rate
-        return _BASE_LEARNING_RATE * max(1.0, batch_size / _BASE_BATCH)
+        reference = min(_MAX_REFERENCE_BATCH, max(_MIN_REFERENCE_BATCH, n_rows / 64))
+        return _BASE_LEARNING_RATE * max(1.0, batch_size / reference)
 
     def resolved_epochs(self, n_rows: int) -> int:
         if self.epochs is not None:
             return self.epochs
-        steps_per_epoch = math.ceil(n_rows / self.resolved_batch_size(n_rows))
-        budget = min(_STEP_BUDGET // steps_per_epoch, _ROW_BUDGET // max(n_rows, 1))
-        return int(min(_MAX_EPOCHS, max(_MIN_EPOCHS, budget)))
+        rows = max(n_rows, 1)
+        large_file = min(_LARGE_FILE_EPOCHS, _LARGE_FILE_ROW_BUDGET // rows)
+        return int(min(_MAX_EPOCHS, max(_MIN_EPOCHS, large_file, _ROW_BUDGET // rows)))
 
     def resolved_warmup(self, epochs: int) -> int:
         if self.warmup_epochs is not None:
@@ -141,24 +156,62 @@ def train(model: TabularVAE, train_data: Tensors, val_data: Tensors, config: Tra
     """Fit ``model`` in place and leave it holding the best weights seen on validation."""
     epochs = config.resolved_epochs(len(train_data))
     batch_size = config.resolved_batch_size(len(train_data))
-    step = training_step(model, config, batch_size, train_data.numeric.device)
-    try:
-        history, best_epoch, best_state = _run_epochs(step, train_data, val_data, config, epochs,
-                                                      batch_size, generator, callbacks)
-    finally:
-        step.finish()
-    if best_state is not None:
-        model.load_state_dict(best_state)
+    device = train_data.numeric.device
+    with _training_threads(device):
+        step = training_step(model, config, batch_size, device)
+        try:
+            history, best_epoch, best_state = _run_epochs(step, train_data, val_data, config,
+                                                          epochs, batch_size, generator, callbacks)
+            if best_state is not None:
+                step.restore(best_state)
+        finally:
+            step.finish()
     return TrainingResult(history, best_epoch or len(history), len(history) < epochs)
+
+
+class _OneTrainingThread:
+    """One torch thread while any fit trains on a CPU; the caller's count again once
+    the last one ends (torch's count is process-wide, so fits in several Python
+    threads share one saved value instead of each restoring the other's setting).
+
+    A step is a few hundred small kernels. Split over two threads they gained a
+    little alone (a 30-epoch fit: 7.3 s on 2 threads, 8.8 s on 1) and lost badly
+    beside a second fit (28.1 s against 14.2 s): each op's worker threads spin
+    waiting for a core the other process holds."""
+
+    def __init__(self):
+        self.lock, self.active, self.saved = threading.Lock(), 0, 1
+
+    @contextlib.contextmanager
+    def __call__(self, device: torch.device) -> Iterator[None]:
+        if device.type != "cpu":
+            yield
+            return
+        with self.lock:
+            if self.active == 0:
+                self.saved = torch.get_num_threads()
+                torch.set_num_threads(1)
+            self.active += 1
+        try:
+            yield
+        finally:
+            with self.lock:
+                self.active -= 1
+                if self.active == 0:
+                    torch.set_num_threads(self.saved)
+
+
+_training_threads = _OneTrainingThread()
 
 
 def _run_epochs(step: TrainingStep, train_data: Tensors, val_data: Tensors,
                 config: TrainingConfig, epochs: int, batch_size: int, generator: torch.Generator,
-                callbacks: Sequence[TrainingCallback]) -> tuple[list[EpochStats], int, dict | None]:
+                callbacks: Sequence[TrainingCallback]) -> tuple[list[EpochStats], int, object]:
     """The epochs until the bound or early stopping: the history, the best epoch and
-    a copy of its weights."""
+    a snapshot of its weights (None if no epoch counted)."""
     model, warmup = step.model, config.resolved_warmup(epochs)
-    schedule = HoldThenCosine(step.optimiser, config.resolved_learning_rate(batch_size),
+    rate = config.resolved_learning_rate(batch_size, len(train_data))
+    schedule = HoldThenCosine(step.optimiser, rate,
                               epochs * math.ceil(len(train_data) / batch_size))
     # One fixed draw of eps for validation, so epochs are compared on equal terms.
     val_eps = torch.randn(1, len(val_data), model.config.latent_dim, generator=generator,
@@ -177,7 +230,7 @@ def _run_epochs(step: TrainingStep, train_data: Tensors, val_data: Tensors,
             callback.on_epoch_end(stats)
         if epoch >= warmup and _improves(stats.val_loss, best_loss):
             best_loss, best_epoch, waited = stats.val_loss, epoch, 0
-            best_state = copy.deepcopy(model.state_dict())
+            best_state = step.snapshot()
         elif epoch >= warmup:
             waited += 1
             if waited >= config.patience:
@@ -250,6 +303,13 @@ class TrainingStep:
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip_norm,
                                        foreach=True)
 
+    def snapshot(self) -> object:
+        """A copy of the weights now, for ``restore``."""
+        return copy.deepcopy(self.model.state_dict())
+
+    def restore(self, snapshot: object) -> None:
+        self.model.load_state_dict(snapshot)
+
     def finish(self) -> None:
         """Called once training ends; the model is left as an ordinary module."""
 
@@ -261,9 +321,10 @@ class FlatStep(TrainingStep):
     The step's fixed costs are paid once, not once per parameter tensor. Zeroing
     the gradients is one fill. Clipping is one norm and one multiply. Adam updates
     one tensor, so little of its Python runs. Backward adds each gradient into its
-    view in place. The arithmetic is the same as per-parameter Adam with clipping,
-    up to float rounding (tests/test_model_math.py). It saved 5-8% of a training
-    step (docs/benchmarks.md, "Speed").
+    view in place. A snapshot of the weights is one copy of the buffer. The
+    arithmetic is the same as per-parameter Adam with clipping, up to float
+    rounding (tests/test_model_math.py). It saved 5-8% of a training step
+    (docs/benchmarks.md, "Speed").
     """
 
     def __init__(self, model: TabularVAE, config: TrainingConfig, device: torch.device):
@@ -277,13 +338,19 @@ class FlatStep(TrainingStep):
             parameter.data = self.flat.data[offset:offset + size].view_as(parameter)
             parameter.grad = self.flat.grad[offset:offset + size].view_as(parameter)
             offset += size
-        # fused: one kernel for the whole update.
-        super().__init__(model, torch.optim.Adam([self.flat], lr=0.0, fused=True), config, device)
+        super().__init__(model, FlatAdam(self.flat), config, device)
 
     def clip_gradients(self) -> None:
         # The same rule as clip_grad_norm_: scale by max_norm / (norm + 1e-6) when below 1.
         norm = torch.linalg.vector_norm(self.flat.grad)
         self.flat.grad.mul_(torch.clamp(self.config.grad_clip_norm / (norm + 1e-6), max=1.0))
+
+    def snapshot(self) -> torch.Tensor:
+        return self.flat.detach().clone()
+
+    def restore(self, snapshot: torch.Tensor) -> None:
+        with torch.no_grad():
+            self.flat.copy_(snapshot)
 
     def finish(self) -> None:
         # Each parameter gets its own storage back: a model file cannot hold tensors
@@ -291,6 +358,38 @@ class FlatStep(TrainingStep):
         for parameter in self.parameter_views:
             parameter.data = parameter.data.clone()
             parameter.grad = None
+
+
+class FlatAdam:
+    """Adam on one flat parameter: torch.optim.Adam's arithmetic (single-tensor form,
+    betas 0.9 and 0.999, eps 1e-8, no weight decay), its rate in ``param_groups``.
+
+    Not torch.optim.Adam itself: the first step of any torch.optim optimiser imports
+    torch._dynamo, which took 4.4-5.5 s on 2 busy cores - more than the whole
+    training of a small file now takes. On one flat tensor the update is a handful
+    of whole-buffer operations, as cheap as the fused kernel."""
+
+    def __init__(self, parameter: torch.Tensor, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8):
+        self.parameter, self.betas, self.eps = parameter, betas, eps
+        self.param_groups = [{"lr": 0.0}]
+        self.exp_avg = torch.zeros_like(parameter, memory_format=torch.preserve_format)
+        self.exp_avg_sq = torch.zeros_like(parameter, memory_format=torch.preserve_format)
+        self.steps = 0
+
+    def zero_grad(self, set_to_none: bool = False) -> None:
+        self.parameter.grad.zero_()
+
+    @torch.no_grad()
+    def step(self) -> None:
+        self.steps += 1
+        beta1, beta2 = self.betas
+        grad, rate = self.parameter.grad, self.param_groups[0]["lr"]
+        self.exp_avg.lerp_(grad, 1 - beta1)
+        self.exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+        correction1, correction2 = 1 - beta1 ** self.steps, 1 - beta2 ** self.steps
+        denominator = (self.exp_avg_sq.sqrt() / math.sqrt(correction2)).add_(self.eps)
+        self.parameter.addcdiv_(self.exp_avg, denominator, value=-rate / correction1)
 
 
 class CudaGraphStep(TrainingStep):
