@@ -13,6 +13,10 @@ options). The peers (IsolationForest, PyOD KNN, VAE and ECOD; PyOD comes from th
 ``bench`` extra: ``pip install -e '.[bench]'``) see the same split, standardised
 with training statistics and with text columns one-hot encoded.
 
+``--protocol dirty`` trains on the same normals joined by anomalies (5% of the
+training file by default, ``--dirty-share``), drawn from half of the anomalies;
+the other half are the test set's. Its report goes to its own section.
+
 The report replaces the "## Detection quality" section of ``--out`` and keeps
 the rest of that file. With ``--results-json PATH --resume`` results already in
 PATH are reused, so an interrupted run can be continued or extended (more
@@ -66,6 +70,7 @@ PEERS = ("iforest", "knn", "pyod-vae", "ecod")
 METHODS = (PRODUCT, *PEERS)
 TRAIN_CAP = TEST_NORMAL_CAP = 40_000
 SECTION = "## Detection quality"
+DIRTY_SECTION = "## Detection quality on dirty training data"
 REACH_MARGIN = 0.01          # product mean ROC-AUC should beat the best peer by this much
 VAE_GAP = 0.03               # flag datasets where the product trails PyOD VAE by more
 FPR_BAND = (0.005, 0.02)     # the product's threshold targets 1% FPR
@@ -79,6 +84,13 @@ class Split:
     train_typed: pd.DataFrame  # the same rows parsed by pandas (what peers see)
     test_typed: pd.DataFrame
     y_test: np.ndarray
+    # Dirty protocol: 1 for the training rows that are planted anomalies.
+    planted: np.ndarray | None = None
+
+    @property
+    def contamination(self) -> float:
+        """The true share of anomalies in the training rows (0 in the clean protocol)."""
+        return float(self.planted.mean()) if self.planted is not None and len(self.planted) else 0.0
 
 
 @dataclass
@@ -95,6 +107,7 @@ class Result:
     n_train: int = 0
     n_test_normal: int = 0
     n_test_anomaly: int = 0
+    n_train_anomaly: int = 0          # dirty protocol: anomalies planted in the training rows
     error: str | None = None
 
 
@@ -112,20 +125,35 @@ def load_dataset(path: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     return raw, typed
 
 
-def split(raw: pd.DataFrame, typed: pd.DataFrame, seed: int) -> Split:
-    """Half the normals train (capped); the other half (capped) plus all anomalies test."""
+def split(raw: pd.DataFrame, typed: pd.DataFrame, seed: int,
+          dirty_share: float | None = None) -> Split:
+    """Half the normals train (capped); the other half (capped) plus all anomalies test.
+
+    With ``dirty_share`` (the dirty protocol) the training rows are the same normals
+    joined by anomalies, drawn from half of the anomalies, until they are that share
+    of the training file (fewer where that half runs out); the test set holds the
+    other half of the anomalies. The normals of both sets are the clean protocol's.
+    """
     rng = np.random.default_rng(seed)
     labels = typed["label"].to_numpy().astype(int)
     normals = rng.permutation(np.flatnonzero(labels == 0))
     half = len(normals) // 2
     train_idx = normals[:half][:TRAIN_CAP]
-    test_idx = rng.permutation(np.concatenate(
-        [normals[half:][:TEST_NORMAL_CAP], np.flatnonzero(labels == 1)]))
+    anomalies, planted = np.flatnonzero(labels == 1), np.zeros(0, dtype=int)
+    if dirty_share is not None:
+        anomalies = np.random.default_rng([seed, 21]).permutation(anomalies)
+        pool, anomalies = anomalies[:len(anomalies) // 2], anomalies[len(anomalies) // 2:]
+        wanted = round(dirty_share * len(train_idx) / (1 - dirty_share))
+        planted = pool[:min(wanted, len(pool))]
+        train_idx = np.random.default_rng([seed, 22]).permutation(
+            np.concatenate([train_idx, planted]))
+    test_idx = rng.permutation(np.concatenate([normals[half:][:TEST_NORMAL_CAP], anomalies]))
     take = lambda frame, idx: frame.iloc[idx].reset_index(drop=True)  # noqa: E731
     return Split(train=take(raw, train_idx).drop(columns="label"), test=take(raw, test_idx),
                  train_typed=take(typed, train_idx).drop(columns="label"),
                  test_typed=take(typed, test_idx).drop(columns="label"),
-                 y_test=labels[test_idx])
+                 y_test=labels[test_idx],
+                 planted=labels[train_idx] if dirty_share is not None else None)
 
 
 # ----- methods -----------------------------------------------------------------------
@@ -175,26 +203,30 @@ def peer_features(train: pd.DataFrame, test: pd.DataFrame) -> tuple[np.ndarray, 
     return x_train, encoder.transform(as_text(test)).astype(np.float64)
 
 
-def make_peer(method: str, seed: int):
+def make_peer(method: str, seed: int, contamination: float = 0.0):
+    """A peer with default settings. On dirty training rows PyOD's detectors (and
+    IsolationForest) are told the true share of anomalies, the most they can use;
+    it moves their thresholds, which ROC-AUC does not read."""
+    share = {"contamination": contamination} if contamination > 0 else {}
     if method == "iforest":
-        return IsolationForest(random_state=seed)
+        return IsolationForest(random_state=seed, **share)
     if method == "knn":
         from pyod.models.knn import KNN
-        return KNN()
+        return KNN(**share)
     if method == "ecod":
         from pyod.models.ecod import ECOD
-        return ECOD()
+        return ECOD(**share)
     if method == "pyod-vae":
         from pyod.models.vae import VAE
         # Default settings; the seed follows the split's and the progress bar is off.
-        return VAE(random_state=seed, verbose=0)
+        return VAE(random_state=seed, verbose=0, **share)
     raise ValueError(f"unknown method {method!r}")
 
 
 def run_peer(method: str, data: Split, seed: int) -> dict:
     started = time.perf_counter()
     x_train, x_test = peer_features(data.train_typed, data.test_typed)
-    detector = make_peer(method, seed).fit(x_train)
+    detector = make_peer(method, seed, data.contamination).fit(x_train)
     fitted = time.perf_counter()
     if method == "iforest":
         scores = -detector.score_samples(x_test)
@@ -231,7 +263,9 @@ def evaluate(method: str, name: str, data: Split, seed: int, workdir: Path,
     y = data.y_test
 
     def result_of(label: str, out: dict | None = None, error: str | None = None) -> Result:
+        planted = int(data.planted.sum()) if data.planted is not None else 0
         result = Result(name, seed, label, n_train=len(data.train), error=error,
+                        n_train_anomaly=planted,
                         n_test_normal=int((y == 0).sum()), n_test_anomaly=int((y == 1).sum()))
         for key, value in (out or {}).items():
             setattr(result, key, value)
@@ -304,7 +338,8 @@ def run(args: argparse.Namespace) -> list[Result]:
             if not todo:
                 continue
             raw, typed = load_dataset(path)
-            data = split(raw, typed, seed)
+            data = split(raw, typed, seed,
+                          args.dirty_share if args.protocol == "dirty" else None)
             with tempfile.TemporaryDirectory(prefix=f"quality-{name}-") as workdir:
                 for method in todo:
                     for result in evaluate(method, name, data, seed, Path(workdir),
@@ -373,12 +408,13 @@ def metric_table(datasets: list[str], methods: list[str], means: dict, seeds: in
 def product_table(datasets: list[str], results: list[Result]) -> list[str]:
     fields = {f: per_dataset(results, f) for f in ("fpr", "recall", "fit_s", "score_s")}
     sizes = {r.dataset: r for r in results if r.method == PRODUCT}
-    lines = ["| dataset | train rows | test normals / anomalies | FPR at threshold | recall "
-             "| fit s | score s |", "|---|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| dataset | train rows (anomalies) | test normals / anomalies | FPR at threshold "
+             "| recall | fit s | score s |", "|---|---:|---:|---:|---:|---:|---:|"]
     for name in datasets:
         get = lambda f: fields[f].get((name, PRODUCT), (None, 0))[0]  # noqa: E731
         r = sizes.get(name)
-        shape = f"{r.n_train} | {r.n_test_normal} / {r.n_test_anomaly}" if r else "– | –"
+        shape = (f"{r.n_train} ({r.n_train_anomaly}) | {r.n_test_normal} / {r.n_test_anomaly}"
+                 if r else "– | –")
         lines.append(f"| {name} | {shape} | {fmt(get('fpr'), 4)} | {fmt(get('recall'))} "
                      f"| {fmt(get('fit_s'), 1)} | {fmt(get('score_s'), 2)} |")
     return lines
@@ -486,12 +522,17 @@ def score_kind_comparison(datasets: list[str], results: list[Result]) -> list[st
 
 
 def render_markdown(results: list[Result], methods: list[str], seeds: list[int],
-                    command: str, reused: bool = False) -> str:
+                    command: str, reused: bool = False, dirty_share: float | None = None) -> str:
     datasets = sorted({r.dataset for r in results})
     if PRODUCT in methods and any(r.method == PRODUCT_IWAE for r in results):
         methods = [PRODUCT, PRODUCT_IWAE, *[m for m in methods if m != PRODUCT]]
     n_seeds = len({r.seed for r in results}) or len(seeds)
-    lines = [SECTION, "",
+    protocol = ("" if dirty_share is None else
+                f" Dirty protocol: the same training normals joined by anomalies drawn from half "
+                f"of them, {dirty_share:.0%} of the training file (fewer where that half runs "
+                "out; the count is in brackets below), and only the other half of the anomalies "
+                "in the test set. PyOD's detectors are given the true share as `contamination`.")
+    lines = [SECTION if dirty_share is None else DIRTY_SECTION, "",
              f"Command: `{command}`" + (
                  " (results already in the --results-json file, from an earlier run of the "
                  "same command without --resume, were reused)" if reused else ""), "",
@@ -501,7 +542,7 @@ def render_markdown(results: list[Result], methods: list[str], seeds: list[int],
              f"{TEST_NORMAL_CAP:,}) plus every anomaly are the test set. vae-anomaly runs with "
              "default options through `fit_file`/`score_file` on CSV files; peers get "
              "median-imputed, standardised numeric columns and one-hot text columns. Values are "
-             "means over seeds; the mean row averages datasets.", ""]
+             "means over seeds; the mean row averages datasets." + protocol, ""]
     for title, field in (("ROC-AUC", "roc_auc"), ("Average precision", "ap")):
         lines += [f"### {title}", "",
                   *metric_table(datasets, methods, per_dataset(results, field), n_seeds), ""]
@@ -521,10 +562,12 @@ def render_markdown(results: list[Result], methods: list[str], seeds: list[int],
 
 
 def write_section(path: Path, section: str) -> None:
-    """Replace the Detection quality section of ``path`` (or append it); keep the rest."""
+    """Replace the section of ``path`` with the title of ``section``'s first line (or
+    append it); keep the rest."""
     text = path.read_text() if path.exists() else "# Benchmarks\n"
     lines = text.splitlines()
-    start = next((i for i, line in enumerate(lines) if line.strip() == SECTION), None)
+    title = section.splitlines()[0].strip()
+    start = next((i for i, line in enumerate(lines) if line.strip() == title), None)
     if start is None:
         new = text.rstrip("\n") + "\n\n" + section.rstrip("\n") + "\n"
     else:
@@ -553,10 +596,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="seconds per method and dataset before it counts as missing")
     parser.add_argument("--report-only", action="store_true",
                         help="write the report from --results-json without running anything")
+    parser.add_argument("--protocol", choices=("clean", "dirty"), default="clean",
+                        help="dirty: anomalies join the training rows (--dirty-share of them); "
+                             "the report goes to its own section")
+    parser.add_argument("--dirty-share", type=float, default=0.05, metavar="SHARE",
+                        help="with --protocol dirty: the anomalies' share of the training file")
     parser.add_argument("--compare", type=Path, metavar="BASELINE_JSON",
                         help="print the product in --results-json against the product in "
                              "BASELINE_JSON (another version's results file); runs nothing")
     args = parser.parse_args(argv)
+    if not 0 < args.dirty_share < 0.5:
+        parser.error("--dirty-share must be above 0 and below 0.5")
     if (args.resume or args.report_only or args.compare) and args.results_json is None:
         parser.error("--resume, --report-only and --compare need --results-json")
     return args
@@ -572,8 +622,10 @@ def main(argv: list[str] | None = None) -> None:
     started = time.perf_counter()
     results = load_results(args.results_json) if args.report_only else run(args)
     methods = [m for m in METHODS if m in args.methods or any(r.method == m for r in results)]
+    dirty_share = args.dirty_share if args.protocol == "dirty" else None
     write_section(args.out, render_markdown(results, methods, args.seeds, command,
-                                            reused=args.resume or args.report_only))
+                                            reused=args.resume or args.report_only,
+                                            dirty_share=dirty_share))
     print(f"wrote {args.out} ({len(results)} results, {time.perf_counter() - started:.0f}s)",
           file=sys.stderr)
 
