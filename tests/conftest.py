@@ -70,6 +70,26 @@ def sample_model(tmp_path_factory) -> Path:
     return model
 
 
+def run_together_with_two_torch_threads(callers) -> int:
+    """Run the callables in Python threads at once, torch set to 2 threads; the torch
+    thread count they leave behind (the caller's setting is restored after)."""
+    import threading
+
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        threads = [threading.Thread(target=caller) for caller in callers]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        return torch.get_num_threads()
+    finally:
+        torch.set_num_threads(before)
+
+
 def rewrite_metadata(payload: bytes, change) -> bytes:
     """A copy of a model file whose JSON metadata went through ``change``."""
     (length,) = struct.unpack("<Q", payload[:8])

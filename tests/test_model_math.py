@@ -158,8 +158,7 @@ def test_training_runs_on_one_torch_thread_and_gives_the_callers_count_back():
 
 
 def test_fits_in_several_threads_give_the_callers_thread_count_back():
-    import threading
-
+    from conftest import run_together_with_two_torch_threads
     from vae_anomaly import training
 
     data = training.Tensors(torch.randn(64, 2), torch.zeros(64, 0),
@@ -169,17 +168,7 @@ def test_fits_in_several_threads_give_the_callers_thread_count_back():
         training.train(TabularVAE(VAEConfig(n_numeric=2, n_indicators=0)), data, data,
                        training.TrainingConfig(epochs=epochs), torch.Generator().manual_seed(0))
 
-    before = torch.get_num_threads()
-    torch.set_num_threads(2)
-    try:
-        fits = [threading.Thread(target=fit, args=(epochs,)) for epochs in (3, 6)]
-        for thread in fits:
-            thread.start()
-        for thread in fits:
-            thread.join()
-        assert torch.get_num_threads() == 2
-    finally:
-        torch.set_num_threads(before)
+    assert run_together_with_two_torch_threads([lambda: fit(3), lambda: fit(6)]) == 2
 
 
 def test_a_cpu_fit_does_not_import_torch_dynamo():

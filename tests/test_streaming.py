@@ -93,7 +93,7 @@ def test_scores_are_bit_identical_whatever_the_thread_count_or_chunking(tiny_mod
     import numpy as np
     import torch
 
-    from conftest import make_records
+    from conftest import make_records, run_together_with_two_torch_threads
     from vae_anomaly import load
 
     detector = load(tiny_model)
@@ -120,12 +120,11 @@ def test_callers_scoring_from_several_threads_at_once_take_turns(tiny_model, mon
     a pool of passes as wide as the machine. Two callers at once (a threaded Dask worker)
     would each run such a pool and read or restore the other's setting mid-way; instead
     one caller's passes all run, then the other's, each on one torch thread."""
-    import threading
     import time
 
     import torch
 
-    from conftest import make_records
+    from conftest import make_records, run_together_with_two_torch_threads
     from vae_anomaly import load
     from vae_anomaly import scoring
 
@@ -138,18 +137,9 @@ def test_callers_scoring_from_several_threads_at_once_take_turns(tiny_model, mon
         return real_pass(model, batch, *args, **kwargs)
 
     monkeypatch.setattr(scoring, "_score_pass", slow_pass)
-    before = torch.get_num_threads()
-    try:
-        torch.set_num_threads(2)
-        callers = [threading.Thread(target=detector.score, args=(make_records(rows, seed=1),))
-                   for rows in (6 * 1024, 5 * 1024)]  # 6 and 5 passes, told apart by size
-        for caller in callers:
-            caller.start()
-        for caller in callers:
-            caller.join()
-        assert torch.get_num_threads() == 2
-    finally:
-        torch.set_num_threads(before)
+    frames = [make_records(rows, seed=1) for rows in (6 * 1024, 5 * 1024)]  # 6 and 5 passes
+    assert run_together_with_two_torch_threads(
+        [lambda frame=frame: detector.score(frame) for frame in frames]) == 2
     assert {threads for _, threads in seen} == {1}
     order = [rows for rows, _ in seen]
     assert sorted(order) == [5 * 1024] * 5 + [6 * 1024] * 6
