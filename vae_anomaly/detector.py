@@ -33,9 +33,10 @@ from .explanation import column_contributions, top_columns
 from .health import HealthMonitor
 from .model import TabularVAE, VAEConfig
 from .preprocessing import EncodedBatch, Preprocessor
+from .rejection import MAX_CONTAMINATION, parse_contamination
 from .scoring import DEFAULT_SAMPLES, MAX_SAMPLES, ScoreParts, score_rows
 from .training import (DEFAULT_BETA, EpochStats, Tensors, TrainingCallback, TrainingConfig,
-                       TrainingResult, train)
+                       TrainingResult, row_losses, train)
 
 MIN_TRAINING_ROWS = 10
 MIN_CALIBRATION_ROWS = 200
@@ -86,6 +87,27 @@ class FitSummary:
     # ``seconds`` covers all fits; ``history`` and the epochs are the main fit's.
     calibration_rows: int = 0
     calibration_fits: int = 0
+    # Rows of the training file judged anomalous by robust training (0 = model files
+    # from before it, or --contamination 0).
+    training_outliers: int = 0
+
+
+@dataclass
+class TrainingOutliers:
+    """The training file's rows judged anomalous: 0-based row numbers, sorted, and
+    their anomaly scores (the detector's score kind)."""
+
+    rows: np.ndarray
+    scores: np.ndarray
+
+
+@dataclass
+class _Fit:
+    preprocessor: Preprocessor
+    model: TabularVAE
+    result: TrainingResult
+    heldout: ScoreParts  # the held-out rows judged normal
+    outliers: TrainingOutliers
 
 
 class VAEAnomalyDetector:
@@ -100,7 +122,8 @@ class VAEAnomalyDetector:
                  samples: int = DEFAULT_SAMPLES, validation_fraction: float = 0.1,
                  learning_rate: float | None = None, categorical: Sequence[str] = (),
                  exclude: Sequence[str] = (), score_kind: str = "elbo", device: str = "auto",
-                 seed: int = 0, calibration_fits: int = MAX_CALIBRATION_FITS):
+                 seed: int = 0, calibration_fits: int = MAX_CALIBRATION_FITS,
+                 contamination: float | str = "auto"):
         self.latent_dim = latent_dim
         self.epochs = epochs
         self.batch_size = batch_size
@@ -116,6 +139,7 @@ class VAEAnomalyDetector:
         self.device = device
         self.seed = seed
         self.calibration_fits = calibration_fits
+        self.contamination = contamination
         self.callbacks: list[TrainingCallback] = []
 
     # ----- fitting -----------------------------------------------------------------
@@ -131,18 +155,19 @@ class VAEAnomalyDetector:
         device = resolve_device(self.device)
         train_index, val_index = self._split(frame.num_rows)
         folds = calibration_folds(train_index, val_index, self.seed, self.calibration_fits)
-        self.preprocessor_, self.model_, result, val_scores = self._fit_on(
-            frame, train_index, val_index, self.seed, device,
-            self._labelled_callbacks(0, len(folds)), source)
-        self.config_ = self.model_.config
-        calibration = [val_scores]
+        main = self._fit_on(frame, train_index, val_index, self.seed, device,
+                            self._labelled_callbacks(0, len(folds)), source)
+        self.preprocessor_, self.model_, self.config_ = main.preprocessor, main.model, main.model.config
+        calibration = [main.heldout]
         for fold, (fold_train, fold_val) in enumerate(folds, start=1):
             calibration.append(self._fit_on(
                 frame, fold_train, fold_val, _fold_seed(self.seed, fold), device,
-                self._labelled_callbacks(fold, len(folds)), source)[-1])
+                self._labelled_callbacks(fold, len(folds)), source).heldout)
         self.calibration_scores_ = {
             kind: np.sort(np.concatenate([parts.score(kind) for parts in calibration]))
             for kind in SCORE_KINDS}
+        self.training_outliers_ = main.outliers
+        result = main.result
         self.summary_ = FitSummary(
             rows=frame.num_rows, train_rows=len(train_index), validation_rows=len(val_index),
             epochs_run=len(result.history), best_epoch=result.best_epoch,
@@ -150,7 +175,8 @@ class VAEAnomalyDetector:
             # The main fit's epochs; the fit labels only matter to live callbacks.
             device=str(device), history=[_unlabelled(s.to_dict()) for s in result.history],
             calibration_rows=sum(len(parts) for parts in calibration),
-            calibration_fits=len(calibration) - 1)
+            calibration_fits=len(calibration) - 1,
+            training_outliers=len(main.outliers.rows))
         return self
 
     def _labelled_callbacks(self, fit: int, calibration_fits: int) -> list[TrainingCallback]:
@@ -158,10 +184,10 @@ class VAEAnomalyDetector:
         return [_FitLabel(callback, fit, calibration_fits) for callback in self.callbacks]
 
     def _fit_on(self, frame: pa.Table, train_index: np.ndarray, val_index: np.ndarray, seed: int,
-                device, callbacks: Sequence[TrainingCallback], source: str
-                ) -> tuple[Preprocessor, TabularVAE, TrainingResult, ScoreParts]:
+                device, callbacks: Sequence[TrainingCallback], source: str) -> _Fit:
         """Preprocessor and network learned from ``train_index`` (training stops early on
-        ``val_index``), and the scores of the ``val_index`` rows: the model on the CPU."""
+        ``val_index``), the model on the CPU; the scores of the ``val_index`` rows judged
+        normal, and the rows of both judged anomalous."""
         # Held-out rows calibrate the threshold, so nothing may be fitted on them, the
         # scaling included: the quantile map's density would favour its own rows.
         preprocessor = Preprocessor().fit(frame, categorical=_names(self.categorical),
@@ -179,14 +205,22 @@ class VAEAnomalyDetector:
             model = TabularVAE(config)
         model = model.to(device)
         generator = torch.Generator(device=device).manual_seed(seed)
-        result = train(model, _tensors(encoded, train_index, device),
-                       _tensors(encoded, val_index, device), self._training_config(),
-                       generator, callbacks)
+        val_data = _tensors(encoded, val_index, device)
+        result = train(model, _tensors(encoded, train_index, device), val_data,
+                       self._training_config(), generator, callbacks)
+        heldout_outlier = _heldout_outliers(model, val_data, result, self.beta, generator)
+        normal_val = val_index[~heldout_outlier]
         # Held-out rows keep their row ids and the scoring seed, so these scores equal
         # what `score` gives them.
-        val_scores = score_rows(model, _subset(encoded, val_index), val_index,
-                                samples=self.samples, seed=self.seed, device=device)
-        return preprocessor, model.cpu(), result, val_scores
+        heldout = score_rows(model, _subset(encoded, normal_val), normal_val,
+                             samples=self.samples, seed=self.seed, device=device)
+        outlier_rows = np.sort(np.concatenate([
+            train_index[result.rejected.numpy()] if result.rejected is not None
+            else np.zeros(0, dtype=train_index.dtype), val_index[heldout_outlier]]))
+        outliers = TrainingOutliers(outlier_rows, score_rows(
+            model, _subset(encoded, outlier_rows), outlier_rows, samples=self.samples,
+            seed=self.seed, device=device).score(self.score_kind))
+        return _Fit(preprocessor, model.cpu(), result, heldout, outliers)
 
     def _check_params(self, for_fit: bool = True) -> None:
         """InputError for a setting no fit accepts. A loaded model (``for_fit=False``)
@@ -233,6 +267,9 @@ class VAEAnomalyDetector:
              f"the validation fraction must be above 0 and at most 0.5 "
              f"(got {self.validation_fraction})"),
             (self.epochs is None or self.epochs >= 1, "--epochs must be at least 1"),
+            (_is_contamination(self.contamination),
+             f"--contamination must be auto or a share between 0 and {MAX_CONTAMINATION} "
+             f"(got {self.contamination!r})"),
             (0 <= self.calibration_fits <= 100,
              f"--calibration-fits must be between 0 and 100 (got {self.calibration_fits})"),
             (self.batch_size is None or self.batch_size >= 1, "--batch-size must be at least 1"),
@@ -259,7 +296,8 @@ class VAEAnomalyDetector:
 
     def _training_config(self) -> TrainingConfig:
         return TrainingConfig(epochs=self.epochs, batch_size=self.batch_size,
-                              learning_rate=self.learning_rate, beta=self.beta)
+                              learning_rate=self.learning_rate, beta=self.beta,
+                              contamination=parse_contamination(self.contamination))
 
     # ----- scoring -----------------------------------------------------------------
     def score(self, frame: pd.DataFrame | pa.Table, *, samples: int | None = None,
@@ -388,7 +426,7 @@ class VAEAnomalyDetector:
 
     _PARAM_NAMES = ("latent_dim", "epochs", "batch_size", "beta", "fpr", "samples",
                     "validation_fraction", "learning_rate", "categorical", "exclude",
-                    "score_kind", "device", "seed", "calibration_fits")
+                    "score_kind", "device", "seed", "calibration_fits", "contamination")
 
     def get_params(self, deep: bool = True) -> dict:
         """The constructor arguments (scikit-learn's convention; ``deep`` has nothing
@@ -481,6 +519,14 @@ def _column_names(value) -> bool:
         return all(isinstance(name, str) for name in value)
     except TypeError:
         return False
+
+
+def _is_contamination(value) -> bool:
+    try:
+        parse_contamination(value)
+    except (TypeError, ValueError):
+        return False
+    return True
 
 
 def _is_int(value) -> bool:
@@ -590,6 +636,22 @@ def conformal_p_values(calibration_scores: np.ndarray, scores: np.ndarray) -> np
     n = len(calibration_scores)
     at_least = n - np.searchsorted(calibration_scores, scores, side="left")
     return (1.0 + at_least) / (n + 1.0)
+
+
+def _heldout_outliers(model: TabularVAE, val_data: Tensors, result: TrainingResult, beta: float,
+                      generator: torch.Generator) -> np.ndarray:
+    """Which held-out rows robust training would have rejected: as large a share of them
+    as of the training rows, those with the highest losses. A share, not the training's
+    loss cut: rows the model never trained on lie higher, and the cut would take many
+    of their normal rows as well."""
+    outlier = np.zeros(len(val_data), dtype=bool)
+    if result.rejected is None or not result.rejected.any():
+        return outlier
+    count = round(float(result.rejected.float().mean()) * len(val_data))
+    if count:
+        losses = row_losses(model, val_data, beta, generator)
+        outlier[np.argsort(losses, kind="stable")[len(losses) - count:]] = True
+    return outlier
 
 
 def _subset(encoded: EncodedBatch, index) -> EncodedBatch:

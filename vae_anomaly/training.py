@@ -24,6 +24,7 @@ from torch import nn
 
 from .errors import TrainingError
 from .model import TabularVAE, negative_elbo
+from .rejection import loss_cut
 
 # Large batches. A step of these small networks is mostly fixed overhead: on 2 CPU
 # cores one of 1,024 rows took about twice as long as one of 64, so a row costs
@@ -74,6 +75,13 @@ class TrainingConfig:
     patience: int = 15
     warmup_epochs: int | None = None
     grad_clip_norm: float = 5.0
+    # Training rows whose loss stands out leave the gradient: "auto" or a fixed share
+    # (rejection.py); 0 trains on every row.
+    contamination: float | str = 0.0
+
+    @property
+    def rejects_rows(self) -> bool:
+        return self.contamination == "auto" or self.contamination > 0
 
     def resolved_batch_size(self, n_rows: int) -> int:
         if self.batch_size is not None:
@@ -118,6 +126,8 @@ class EpochStats:
     # ``calibration_fits`` are the extra fits that help set its threshold.
     fit: int = 0
     calibration_fits: int = 0
+    # Training rows left out of the gradient in the next epoch (robust training).
+    rejected_rows: int = 0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -149,6 +159,10 @@ class TrainingResult:
     history: list[EpochStats]
     best_epoch: int
     stopped_early: bool
+    # The best epoch's judgement of the training rows: those whose loss passed the cut
+    # (none without robust training), and the cut itself, a loss (inf: none).
+    rejected: torch.Tensor | None = None
+    loss_cut: float = math.inf
 
 
 def train(model: TabularVAE, train_data: Tensors, val_data: Tensors, config: TrainingConfig,
@@ -158,15 +172,49 @@ def train(model: TabularVAE, train_data: Tensors, val_data: Tensors, config: Tra
     batch_size = config.resolved_batch_size(len(train_data))
     device = train_data.numeric.device
     with _training_threads(device):
-        step = training_step(model, config, batch_size, device)
+        step = training_step(model, config, batch_size, device, len(train_data))
         try:
-            history, best_epoch, best_state = _run_epochs(step, train_data, val_data, config,
-                                                          epochs, batch_size, generator, callbacks)
-            if best_state is not None:
-                step.restore(best_state)
+            history, best_epoch, best = _run_epochs(step, train_data, val_data, config,
+                                                    epochs, batch_size, generator, callbacks)
+            if best is not None:
+                step.restore(best.weights)
         finally:
             step.finish()
-    return TrainingResult(history, best_epoch or len(history), len(history) < epochs)
+    result = TrainingResult(history, best_epoch or len(history), len(history) < epochs)
+    if best is not None and best.rejected is not None:
+        result.rejected, result.loss_cut = best.rejected.cpu(), best.loss_cut
+    return result
+
+
+@dataclass
+class _BestEpoch:
+    weights: object  # step.snapshot()
+    rejected: torch.Tensor | None
+    loss_cut: float
+
+
+class _RowRejection:
+    """The per-epoch judgement of robust training: from the rows' losses in the
+    epoch just run (averaged with the epochs before, as each is one noisy draw),
+    the cut above which a row leaves the gradient of the next epoch. A row that
+    falls back under the cut comes back."""
+
+    def __init__(self, step: TrainingStep, contamination: float | str):
+        self.step, self.contamination = step, contamination
+        self.smoothed: torch.Tensor | None = None
+        self.cut = math.inf
+
+    def update(self) -> int:
+        losses = self.step.row_loss
+        self.smoothed = (losses.clone() if self.smoothed is None
+                         else self.smoothed.mul_(0.5).add_(losses, alpha=0.5))
+        self.cut = loss_cut(self.smoothed.cpu().numpy(), self.contamination)
+        rejected = self.smoothed > self.cut
+        self.step.row_weights.copy_((~rejected).to(self.step.row_weights.dtype))
+        return int(rejected.sum())
+
+    def rejected(self) -> torch.Tensor:
+        return self.step.row_weights == 0
 
 
 class _OneTrainingThread:
@@ -206,7 +254,8 @@ _training_threads = _OneTrainingThread()
 
 def _run_epochs(step: TrainingStep, train_data: Tensors, val_data: Tensors,
                 config: TrainingConfig, epochs: int, batch_size: int, generator: torch.Generator,
-                callbacks: Sequence[TrainingCallback]) -> tuple[list[EpochStats], int, object]:
+                callbacks: Sequence[TrainingCallback]
+                ) -> tuple[list[EpochStats], int, _BestEpoch | None]:
     """The epochs until the bound or early stopping: the history, the best epoch and
     a snapshot of its weights (None if no epoch counted)."""
     model, warmup = step.model, config.resolved_warmup(epochs)
@@ -216,26 +265,33 @@ def _run_epochs(step: TrainingStep, train_data: Tensors, val_data: Tensors,
     # One fixed draw of eps for validation, so epochs are compared on equal terms.
     val_eps = torch.randn(1, len(val_data), model.config.latent_dim, generator=generator,
                           device=generator.device)
+    rejection = _RowRejection(step, config.contamination) if config.rejects_rows else None
     history: list[EpochStats] = []
-    best_loss, best_epoch, best_state, waited = math.inf, 0, None, 0
+    best_loss, best_epoch, best, waited = math.inf, 0, None, 0
     for epoch in range(1, epochs + 1):
         started = time.perf_counter()
         beta = config.beta * min(1.0, epoch / warmup)
         train_terms = _train_epoch(step, schedule, train_data, batch_size, beta, generator, epoch)
-        val_terms = evaluate_loss(model, val_data, val_eps, config.beta)
+        rejected_rows = rejection.update() if rejection is not None else 0
+        cut = rejection.cut if rejection is not None else math.inf
+        # Validation rows are as dirty as the training rows: those past the cut leave
+        # its mean, or early stopping would reward learning them.
+        val_terms = evaluate_loss(model, val_data, val_eps, config.beta, cut)
         stats = EpochStats(epoch, epochs, beta, *train_terms, *val_terms,
-                           time.perf_counter() - started)
+                           time.perf_counter() - started, rejected_rows=rejected_rows)
         history.append(stats)
         for callback in callbacks:
             callback.on_epoch_end(stats)
         if epoch >= warmup and _improves(stats.val_loss, best_loss):
             best_loss, best_epoch, waited = stats.val_loss, epoch, 0
-            best_state = step.snapshot()
+            best = _BestEpoch(step.snapshot(),
+                              rejection.rejected().clone() if rejection is not None else None,
+                              cut)
         elif epoch >= warmup:
             waited += 1
             if waited >= config.patience:
                 break
-    return history, best_epoch, best_state
+    return history, best_epoch, best
 
 
 class HoldThenCosine:
@@ -275,10 +331,16 @@ class TrainingStep:
     reads a value back from the device, so a GPU never waits on the host."""
 
     def __init__(self, model: TabularVAE, optimiser: torch.optim.Optimizer,
-                 config: TrainingConfig, device: torch.device):
+                 config: TrainingConfig, device: torch.device, train_rows: int = 0):
         self.model, self.optimiser, self.config = model, optimiser, config
         self.totals = torch.zeros(3, device=device)
         self.beta = torch.zeros((), device=device)
+        # Robust training: each row's weight in the gradient (1 or 0) and its loss
+        # (reconstruction + beta * KL at the full beta) in the latest epoch.
+        self.row_weights = self.row_loss = None
+        if config.rejects_rows:
+            self.row_weights = torch.ones(train_rows, device=device)
+            self.row_loss = torch.zeros(train_rows, device=device)
 
     def start_epoch(self, beta: float) -> None:
         self.model.train()
@@ -289,7 +351,10 @@ class TrainingStep:
         batch = data.rows(index)
         reconstruction, kl = negative_elbo(self.model, batch.numeric, batch.indicators,
                                            batch.codes, eps)
-        reconstruction, kl = reconstruction.mean(), kl.mean()
+        if self.row_weights is None:
+            reconstruction, kl = reconstruction.mean(), kl.mean()
+        else:
+            reconstruction, kl = self._kept_means(reconstruction.mean(0), kl, index)
         loss = reconstruction + self.beta * kl
         # Zeroed in place, not set to None: a captured CUDA graph keeps writing the
         # gradients where they were when it was captured.
@@ -298,6 +363,15 @@ class TrainingStep:
         self.clip_gradients()
         self.optimiser.step()
         self.totals += torch.stack([loss.detach(), reconstruction.detach(), kl.detach()]) * len(index)
+
+    def _kept_means(self, reconstruction: torch.Tensor, kl: torch.Tensor,
+                    index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The batch's mean terms over the rows that keep their weight, noting every
+        row's loss (rejected rows included, so that they can come back)."""
+        self.row_loss.index_copy_(0, index, (reconstruction + self.config.beta * kl).detach())
+        weights = self.row_weights.index_select(0, index)
+        kept = weights.sum().clamp_min(1.0)
+        return (weights * reconstruction).sum() / kept, (weights * kl).sum() / kept
 
     def clip_gradients(self) -> None:
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip_norm,
@@ -327,7 +401,8 @@ class FlatStep(TrainingStep):
     (docs/benchmarks.md, "Speed").
     """
 
-    def __init__(self, model: TabularVAE, config: TrainingConfig, device: torch.device):
+    def __init__(self, model: TabularVAE, config: TrainingConfig, device: torch.device,
+                 train_rows: int = 0):
         self.parameter_views = list(model.parameters())
         self.flat = nn.Parameter(torch.cat([p.detach().reshape(-1)
                                             for p in self.parameter_views]))
@@ -338,7 +413,7 @@ class FlatStep(TrainingStep):
             parameter.data = self.flat.data[offset:offset + size].view_as(parameter)
             parameter.grad = self.flat.grad[offset:offset + size].view_as(parameter)
             offset += size
-        super().__init__(model, FlatAdam(self.flat), config, device)
+        super().__init__(model, FlatAdam(self.flat), config, device, train_rows)
 
     def clip_gradients(self) -> None:
         # The same rule as clip_grad_norm_: scale by max_norm / (norm + 1e-6) when below 1.
@@ -405,8 +480,9 @@ class CudaGraphStep(TrainingStep):
     _WARMUP_STEPS = 3
 
     def __init__(self, model: TabularVAE, optimiser: torch.optim.Optimizer,
-                 config: TrainingConfig, device: torch.device, batch_size: int):
-        super().__init__(model, optimiser, config, device)
+                 config: TrainingConfig, device: torch.device, batch_size: int,
+                 train_rows: int = 0):
+        super().__init__(model, optimiser, config, device, train_rows)
         self.index = torch.zeros(batch_size, dtype=torch.long, device=device)
         self.eps = torch.zeros(1, batch_size, model.config.latent_dim, device=device)
         self.graph: torch.cuda.CUDAGraph | None = None
@@ -449,7 +525,7 @@ class CudaGraphStep(TrainingStep):
 
 
 def training_step(model: TabularVAE, config: TrainingConfig, batch_size: int,
-                  device: torch.device) -> TrainingStep:
+                  device: torch.device, train_rows: int = 0) -> TrainingStep:
     """Adam and the step that drives it: a CUDA graph on a GPU; elsewhere plain calls
     on one flat buffer of parameters."""
     if device.type == "cuda":
@@ -457,8 +533,8 @@ def training_step(model: TabularVAE, config: TrainingConfig, batch_size: int,
         # that the schedule fills in place, so replays see each step's rate.
         optimiser = torch.optim.Adam(model.parameters(), lr=torch.tensor(0.0, device=device),
                                      capturable=True, foreach=True)
-        return CudaGraphStep(model, optimiser, config, device, batch_size)
-    return FlatStep(model, config, device)
+        return CudaGraphStep(model, optimiser, config, device, batch_size, train_rows)
+    return FlatStep(model, config, device, train_rows)
 
 
 def _improves(loss: float, best: float) -> bool:
@@ -487,18 +563,42 @@ def _train_epoch(step: TrainingStep, schedule: HoldThenCosine, data: Tensors, ba
 
 
 @torch.no_grad()
-def evaluate_loss(model: TabularVAE, data: Tensors, eps: torch.Tensor,
-                  beta: float) -> tuple[float, float, float]:
-    """Mean loss, reconstruction NLL and KL over ``data`` for fixed draws ``eps``."""
+def evaluate_loss(model: TabularVAE, data: Tensors, eps: torch.Tensor, beta: float,
+                  cut: float = math.inf) -> tuple[float, float, float]:
+    """Mean loss, reconstruction NLL and KL over ``data`` for fixed draws ``eps``,
+    leaving out rows whose loss is above ``cut``."""
     model.eval()
     if len(data) == 0:
         return math.nan, math.nan, math.nan
-    sums = torch.zeros(2, device=data.numeric.device)
+    sums = torch.zeros(3, device=data.numeric.device)
     for start in range(0, len(data), _EVAL_ROWS):
         index = torch.arange(start, min(start + _EVAL_ROWS, len(data)), device=eps.device)
         part = data.rows(index)
         reconstruction, kl = negative_elbo(model, part.numeric, part.indicators, part.codes,
                                            eps[:, index])
-        sums += torch.stack([reconstruction.sum(), kl.sum()])
-    reconstruction, kl = (sums / len(data)).tolist()
+        reconstruction = reconstruction.mean(0)
+        if math.isinf(cut):
+            sums += torch.stack([reconstruction.sum(), kl.sum(), kl.new_tensor(len(index))])
+            continue
+        kept = (reconstruction + beta * kl <= cut).to(kl.dtype)
+        sums += torch.stack([(kept * reconstruction).sum(), (kept * kl).sum(), kept.sum()])
+    reconstruction, kl = (sums[:2] / sums[2].clamp_min(1.0)).tolist()
     return reconstruction + beta * kl, reconstruction, kl
+
+
+@torch.no_grad()
+def row_losses(model: TabularVAE, data: Tensors, beta: float,
+               generator: torch.Generator) -> "np.ndarray":
+    """Each row's loss (reconstruction NLL + beta * KL for one draw of eps), in the
+    units of robust training's cut."""
+    model.eval()
+    eps = torch.randn(1, len(data), model.config.latent_dim, generator=generator,
+                      device=generator.device)
+    losses = []
+    for start in range(0, len(data), _EVAL_ROWS):
+        index = torch.arange(start, min(start + _EVAL_ROWS, len(data)), device=eps.device)
+        part = data.rows(index)
+        reconstruction, kl = negative_elbo(model, part.numeric, part.indicators, part.codes,
+                                           eps[:, index])
+        losses.append((reconstruction.mean(0) + beta * kl).cpu())
+    return torch.cat(losses).numpy() if losses else torch.zeros(0).numpy()

@@ -1,0 +1,53 @@
+"""Which training rows to leave out of the gradient: those whose loss stands out in
+the tail of all training rows' losses (the training file's unlabelled anomalies).
+
+Pure functions on a vector of per-row losses; training.py applies them each epoch.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+# The most of a training file that can be judged anomalous. Above it the "anomalies"
+# are a second kind of normal, not outliers.
+MAX_CONTAMINATION = 0.2
+# `auto` rejects a row whose loss lies more than this many robust standard
+# deviations (1.4826 x the median absolute deviation) above the median.
+import os
+AUTO_CUT = float(os.environ.get('VAE_AUTO_CUT', '6.0'))  # EXPERIMENT
+
+
+def parse_contamination(value) -> float | str:
+    """'auto', or a share in [0, MAX_CONTAMINATION]; ValueError otherwise."""
+    if isinstance(value, str) and value.strip().lower() == "auto":
+        return "auto"
+    share = float(value)
+    if not (0 <= share <= MAX_CONTAMINATION):  # also refuses NaN
+        raise ValueError(share)
+    return share
+
+
+def loss_cut(losses: np.ndarray, contamination: float | str) -> float:
+    """The loss above which a row is rejected (``inf``: none is)."""
+    losses = np.asarray(losses, dtype=np.float64)
+    if len(losses) == 0:
+        return math.inf
+    if contamination == "auto":
+        return _auto_cut(losses)
+    if contamination <= 0:
+        return math.inf
+    keep = max(1, len(losses) - int(round(contamination * len(losses))))
+    return float(np.partition(losses, keep - 1)[keep - 1])
+
+
+def _auto_cut(losses: np.ndarray) -> float:
+    median = np.median(losses)
+    spread = 1.4826 * np.median(np.abs(losses - median))
+    if not spread > 0:
+        return math.inf
+    cut = median + AUTO_CUT * spread
+    # Never more than MAX_CONTAMINATION of the rows.
+    ceiling = np.quantile(losses, 1 - MAX_CONTAMINATION)
+    return float(max(cut, ceiling))
