@@ -115,9 +115,9 @@ def test_a_small_file_sets_its_threshold_on_600_held_out_scores_from_3_fits():
     # under a fit that never saw it (nor its preprocessing), with the model's draws.
     train_index, val_index = detector._split(len(frame))
     table = to_arrow(frame)
-    pooled = [detector._fit_on(table, train_index, val_index, 0, "cpu", (), "x")[-1]]
+    pooled = [detector._fit_on(table, train_index, val_index, 0, "cpu", (), "x").heldout]
     for fold, (rest, held) in enumerate(calibration_folds(train_index, val_index, 0), start=1):
-        pooled.append(detector._fit_on(table, rest, held, _fold_seed(0, fold), "cpu", (), "x")[-1])
+        pooled.append(detector._fit_on(table, rest, held, _fold_seed(0, fold), "cpu", (), "x").heldout)
     np.testing.assert_array_equal(np.sort(np.concatenate([p.elbo for p in pooled])),
                                   detector.calibration_scores_["elbo"])
     # A sanity check only (a leak or another draw seed also lands inside it): the

@@ -39,8 +39,8 @@ from .data import (
     source_name,
     table_output,
 )
-from .detector import (EXPLANATION_COLUMN, SCORE_COLUMNS, FitSummary, VAEAnomalyDetector,
-                       check_score_options, load)
+from .detector import (EXPLANATION_COLUMN, SCORE_COLUMNS, FitSummary, TrainingOutliers,
+                       VAEAnomalyDetector, check_score_options, load)
 from .errors import InputError, VAEAnomalyError
 from .evaluation import classification_metrics, parse_labels
 from .health import HealthMonitor
@@ -72,19 +72,53 @@ class ScoreResult:
 
 
 def fit_file(data, model_path, *, callbacks: Sequence[TrainingCallback] = (),
-             **detector_options) -> FitResult:
+             training_outliers: str | Path | None = None, **detector_options) -> FitResult:
     """Train on ``data`` (a CSV or Parquet file, or ``-`` for CSV on standard input) and
-    write the model file atomically to ``model_path``."""
+    write the model file atomically to ``model_path``; with ``training_outliers``, also
+    the training rows judged anomalous, to that CSV or Parquet file."""
     data, model_path = Path(data), Path(model_path)
     refuse_same_file(data, model_path, "--model")
     check_writable_destination(model_path)
+    outliers_path = None if training_outliers is None else Path(training_outliers)
+    if outliers_path is not None:
+        refuse_same_file(data, outliers_path, "--training-outliers")
+        check_writable_destination(outliers_path)
+        if outliers_path.resolve() == model_path.resolve():
+            raise InputError("--training-outliers and --model name the same file; "
+                             "give the outliers a name of their own")
     with exclusive_lock(model_path):
         frame = read_table(data)
+        if outliers_path is not None:
+            _refuse_outlier_column_clash(frame)
         detector = VAEAnomalyDetector(**detector_options)
         detector.callbacks = list(callbacks)
         detector.fit(frame, source=source_name(data))
+        if outliers_path is not None:
+            write_training_outliers(frame, detector.training_outliers_, outliers_path)
         detector.save(model_path)
     return FitResult(detector.summary_, detector.threshold_, detector.preprocessor_.notes)
+
+
+OUTLIER_COLUMNS = ("row", "anomaly_score")
+
+
+def _refuse_outlier_column_clash(frame: pa.Table) -> None:
+    taken = [name for name in OUTLIER_COLUMNS if name in frame.column_names]
+    if taken:
+        raise InputError(f"the training data has a column `{taken[0]}`, which the "
+                         "--training-outliers file adds; rename that column")
+
+
+def write_training_outliers(frame: pa.Table, outliers: TrainingOutliers, path: Path) -> None:
+    """The training rows judged anomalous, most anomalous first: their 1-based data row
+    number in the training file and anomaly score, then the row as it was read."""
+    order = np.argsort(-outliers.scores, kind="stable")
+    rows = outliers.rows[order]
+    table = frame.take(pa.array(rows, pa.int64()))
+    table = table.add_column(0, "anomaly_score", pa.array(outliers.scores[order], pa.float64()))
+    table = table.add_column(0, "row", pa.array(rows + 1, pa.int64()))
+    with table_output(path) as writer:
+        writer.write(table)
 
 
 def default_output_path(data: Path) -> Path:
@@ -363,8 +397,18 @@ def describe_model(model_path) -> dict:
             f" -> {config['hidden_dims']} -> latent {config['latent_dim']}; "
             f"decoder variance per {config['decoder_variance']}"),
         "training": training,
+        "training_outliers": _outliers_summary(training, meta["params"]),
         "versions": meta["versions"],
     }
+
+
+def _outliers_summary(training: dict, params: dict) -> str:
+    """The training rows robust training judged anomalous, in words, and the setting
+    (model files from before it: none, and no setting)."""
+    count = training.get("training_outliers", 0)
+    setting = params.get("contamination", 0)
+    return (f"{count} of {training['rows']} training-file rows "
+            f"({100 * count / max(training['rows'], 1):.1f}%; --contamination {setting})")
 
 
 def _describe_column(column: dict) -> dict:

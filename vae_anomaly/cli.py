@@ -207,6 +207,17 @@ def fit(
         help="Extra fits on files under 6,000 rows, each holding out other rows, so that "
              "about 600 held-out scores set the threshold. 0: only the validation rows "
              "(faster, noisier threshold).")] = 2,
+    contamination: Annotated[str, typer.Option(
+        metavar="auto|0|SHARE",
+        help="Training rows whose loss stands far out in the tail leave the gradient, "
+             "re-decided each epoch, and the held-out rows judged the same way leave the "
+             "threshold. auto: only rows far beyond the rest; SHARE (up to 0.2): that "
+             "share of the rows; 0: train on every row.")] = "auto",
+    training_outliers: Annotated[Optional[Path], typer.Option(
+        metavar="PATH",
+        help="Also write the training rows judged anomalous, most anomalous first, with "
+             "their data row number (row) and anomaly_score, to this CSV or Parquet file "
+             "(replaced atomically).")] = None,
     device: DeviceOption = Device.auto,
     quiet: QuietOption = False,
 ) -> None:
@@ -226,9 +237,11 @@ def fit(
     callbacks = [_EpochProgress(progress)] if progress else []
     options = dict(seed=seed, exclude=exclude or [], categorical=categorical or [],
                    epochs=epochs, batch_size=batch_size, latent_dim=latent_dim, beta=beta,
-                   fpr=fpr, calibration_fits=calibration_fits, device=device.value)
+                   fpr=fpr, calibration_fits=calibration_fits, device=device.value,
+                   contamination=contamination)
     with progress or _nothing():
-        result = _run(lambda: fit_file(data, model, callbacks=callbacks, **options))
+        result = _run(lambda: fit_file(data, model, callbacks=callbacks,
+                                       training_outliers=training_outliers, **options))
     if not quiet:
         console = _stderr()
         for note in result.notes:
@@ -240,6 +253,14 @@ def fit(
             f"from {s.calibration_rows} held-out scores"
             f"{_calibration_fits_text(s.calibration_fits)}; "
             f"saved {model}", markup=False)
+        console.print(_training_outliers_text(s.training_outliers, s.rows, training_outliers),
+                      markup=False)
+
+
+def _training_outliers_text(count: int, rows: int, path: Path | None) -> str:
+    written = f"; written to {path}" if path is not None else ""
+    return (f"Training rows judged anomalous: {count} of {rows} "
+            f"({100 * count / max(rows, 1):.1f}%){written}")
 
 
 @app.command()
@@ -459,6 +480,7 @@ def _render_info(d: dict) -> None:
         ("score", f"Monte Carlo negative ELBO, K = {d['samples']} draws, seed {d['seed']}"),
         ("architecture", d["architecture_summary"]),
         ("training rows", f"{t['train_rows']} (+{t['validation_rows']} held out)"),
+        ("judged anomalous", d["training_outliers"]),
         ("epochs", f"{t['epochs_run']} run, best {t['best_epoch']}"
                    f"{' (stopped early)' if t['stopped_early'] else ''}"),
         ("final losses", t["final_losses"]),

@@ -406,6 +406,9 @@ class VAEAnomalyDetector:
         tensors = {f"model.{k}": v for k, v in self.model_.state_dict().items()}
         for kind in SCORE_KINDS:
             tensors[f"calibration_scores.{kind}"] = torch.from_numpy(self.calibration_scores_[kind])
+        tensors["training_outliers.rows"] = torch.from_numpy(self.training_outliers_.rows.astype(np.int64))
+        tensors["training_outliers.scores"] = torch.from_numpy(
+            self.training_outliers_.scores.astype(np.float64))
         write_model(path, self.metadata(), tensors)
 
     def metadata(self) -> dict:
@@ -484,6 +487,12 @@ def _rebuild(metadata: dict, tensors: dict[str, torch.Tensor]) -> VAEAnomalyDete
     detector.calibration_scores_ = {
         kind: tensors[f"calibration_scores.{kind}"].double().numpy() for kind in SCORE_KINDS}
     detector.summary_ = FitSummary(**metadata["training"])
+    # Model files from before robust training hold no outliers.
+    detector.training_outliers_ = TrainingOutliers(
+        tensors["training_outliers.rows"].numpy() if "training_outliers.rows" in tensors
+        else np.zeros(0, np.int64),
+        tensors["training_outliers.scores"].double().numpy() if "training_outliers.scores"
+        in tensors else np.zeros(0))
     detector.metadata_ = metadata
     # Everything the file says is checked now, so that a damaged or hand-edited file
     # fails here with ModelFileError and not later, in the middle of scoring.
@@ -640,16 +649,18 @@ def conformal_p_values(calibration_scores: np.ndarray, scores: np.ndarray) -> np
 
 def _heldout_outliers(model: TabularVAE, val_data: Tensors, result: TrainingResult, beta: float,
                       generator: torch.Generator) -> np.ndarray:
-    """Which held-out rows robust training would have rejected: as large a share of them
-    as of the training rows, those with the highest losses. A share, not the training's
-    loss cut: rows the model never trained on lie higher, and the cut would take many
-    of their normal rows as well."""
+    """Which held-out rows robust training would have rejected: those past its loss cut,
+    and at least as large a share of them as of the training rows, those with the
+    highest losses. The share as well as the cut: the model never trained on these
+    rows, and a far-out row among them can sit under the cut (a row that is learned is
+    not far out), while a cut nearer the bulk would take their normal rows too."""
     outlier = np.zeros(len(val_data), dtype=bool)
     if result.rejected is None or not result.rejected.any():
         return outlier
+    losses = row_losses(model, val_data, beta, generator)
+    outlier |= losses > result.loss_cut
     count = round(float(result.rejected.float().mean()) * len(val_data))
     if count:
-        losses = row_losses(model, val_data, beta, generator)
         outlier[np.argsort(losses, kind="stable")[len(losses) - count:]] = True
     return outlier
 

@@ -28,6 +28,7 @@ from .errors import InputError
 
 TRAIN_COLOUR, VALIDATION_COLOUR = "#3b6fb6", "#e07b39"
 CALIBRATION_COLOUR, BATCH_COLOUR, THRESHOLD_COLOUR = "#3b6fb6", "#e07b39", "#c0392b"
+OUTLIER_COLOUR = "#7c3aed"
 MARKER_COLOUR, AXIS_COLOUR, GRID_COLOUR = "#6b7280", "#374151", "#e5e7eb"
 CLIP_QUANTILES = (0.005, 0.995)
 FENCE_IQR = 3.0  # the histogram's range stops this many IQRs beyond a sample's quartiles
@@ -145,6 +146,7 @@ def _model_section(info: dict, detector: VAEAnomalyDetector, scored_path,
         "Threshold": f"{info['threshold']:.6g} ({calibration_source(training)})",
         "Target false-positive rate": f"{info['fpr']:.3g}",
         "Training rows": f"{training['train_rows']} + {training['validation_rows']} held out",
+        "Training rows judged anomalous": info["training_outliers"],
         "Epochs": f"{training['epochs_run']} run, best {training['best_epoch']}"
         + (" (stopped early)" if training.get("stopped_early") else ""),
         "Architecture": info["architecture_summary"],
@@ -474,8 +476,16 @@ def _calibration_section(detector: VAEAnomalyDetector, scored: pd.DataFrame | No
     if scored is not None:
         values = scored["anomaly_score"].to_numpy(dtype=float)
         samples["scored batch"] = values[np.isfinite(values)]
-    hist = _histogram(samples, threshold)
-    svg = _svg_histogram(hist, threshold, title="Anomaly score densities")
+    # The bins suit the samples above; a handful of outliers would make them coarse.
+    smallest = min((len(s) for s in samples.values() if len(s)), default=0)
+    bins = int(np.clip(round(2 * math.sqrt(smallest)), 12, 60))
+    outliers = detector.training_outliers_.scores
+    if len(outliers):
+        samples["training rows judged anomalous"] = np.asarray(outliers, dtype=float)
+    hist = _histogram(samples, threshold, bins)
+    svg = _svg_histogram(hist, threshold, title="Anomaly score densities",
+                         colours=(CALIBRATION_COLOUR, BATCH_COLOUR, OUTLIER_COLOUR)
+                         if scored is not None else (CALIBRATION_COLOUR, OUTLIER_COLOUR))
     body = (_figure("Anomaly score: calibration vs scored batch" if scored is not None
                     else "Anomaly score on the calibration rows", svg)
             + _score_stats(samples, threshold) + _clip_note(hist, samples, scored))

@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass
 from functools import partial
 from typing import Protocol
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -211,7 +212,9 @@ class _RowRejection:
         self.cut = loss_cut(self.smoothed.cpu().numpy(), self.contamination)
         rejected = self.smoothed > self.cut
         self.step.row_weights.copy_((~rejected).to(self.step.row_weights.dtype))
-        return int(rejected.sum())
+        count = int(rejected.sum())
+        self.step.weighted = self.step.weighted or count > 0
+        return count
 
     def rejected(self) -> torch.Tensor:
         return self.step.row_weights == 0
@@ -274,9 +277,10 @@ def _run_epochs(step: TrainingStep, train_data: Tensors, val_data: Tensors,
         train_terms = _train_epoch(step, schedule, train_data, batch_size, beta, generator, epoch)
         rejected_rows = rejection.update() if rejection is not None else 0
         cut = rejection.cut if rejection is not None else math.inf
-        # Validation rows are as dirty as the training rows: those past the cut leave
-        # its mean, or early stopping would reward learning them.
-        val_terms = evaluate_loss(model, val_data, val_eps, config.beta, cut)
+        # Validation rows are as dirty as the training rows: as large a share of them
+        # leaves its mean, or early stopping would reward learning their anomalies.
+        val_terms = evaluate_loss(model, val_data, val_eps, config.beta,
+                                  rejected_rows / len(train_data))
         stats = EpochStats(epoch, epochs, beta, *train_terms, *val_terms,
                            time.perf_counter() - started, rejected_rows=rejected_rows)
         history.append(stats)
@@ -337,7 +341,11 @@ class TrainingStep:
         self.beta = torch.zeros((), device=device)
         # Robust training: each row's weight in the gradient (1 or 0) and its loss
         # (reconstruction + beta * KL at the full beta) in the latest epoch.
+        # Rows are weighted only once one is rejected: until then the arithmetic is
+        # that of training on every row, bit for bit. Every row's loss is noted,
+        # rejected rows included, so that they can come back.
         self.row_weights = self.row_loss = None
+        self.weighted = False
         if config.rejects_rows:
             self.row_weights = torch.ones(train_rows, device=device)
             self.row_loss = torch.zeros(train_rows, device=device)
@@ -351,10 +359,13 @@ class TrainingStep:
         batch = data.rows(index)
         reconstruction, kl = negative_elbo(self.model, batch.numeric, batch.indicators,
                                            batch.codes, eps)
-        if self.row_weights is None:
-            reconstruction, kl = reconstruction.mean(), kl.mean()
-        else:
+        if self.row_loss is not None:
+            self.row_loss.index_copy_(
+                0, index, (reconstruction.mean(0) + self.config.beta * kl).detach())
+        if self.weighted:
             reconstruction, kl = self._kept_means(reconstruction.mean(0), kl, index)
+        else:
+            reconstruction, kl = reconstruction.mean(), kl.mean()
         loss = reconstruction + self.beta * kl
         # Zeroed in place, not set to None: a captured CUDA graph keeps writing the
         # gradients where they were when it was captured.
@@ -366,9 +377,7 @@ class TrainingStep:
 
     def _kept_means(self, reconstruction: torch.Tensor, kl: torch.Tensor,
                     index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The batch's mean terms over the rows that keep their weight, noting every
-        row's loss (rejected rows included, so that they can come back)."""
-        self.row_loss.index_copy_(0, index, (reconstruction + self.config.beta * kl).detach())
+        """The batch's mean terms over the rows that keep their weight."""
         weights = self.row_weights.index_select(0, index)
         kept = weights.sum().clamp_min(1.0)
         return (weights * reconstruction).sum() / kept, (weights * kl).sum() / kept
@@ -483,6 +492,9 @@ class CudaGraphStep(TrainingStep):
                  config: TrainingConfig, device: torch.device, batch_size: int,
                  train_rows: int = 0):
         super().__init__(model, optimiser, config, device, train_rows)
+        # The captured graph keeps the branch it was captured with: weighted from the
+        # start, since rows may be rejected after capture.
+        self.weighted = self.row_weights is not None
         self.index = torch.zeros(batch_size, dtype=torch.long, device=device)
         self.eps = torch.zeros(1, batch_size, model.config.latent_dim, device=device)
         self.graph: torch.cuda.CUDAGraph | None = None
@@ -564,41 +576,45 @@ def _train_epoch(step: TrainingStep, schedule: HoldThenCosine, data: Tensors, ba
 
 @torch.no_grad()
 def evaluate_loss(model: TabularVAE, data: Tensors, eps: torch.Tensor, beta: float,
-                  cut: float = math.inf) -> tuple[float, float, float]:
+                  trim_share: float = 0.0) -> tuple[float, float, float]:
     """Mean loss, reconstruction NLL and KL over ``data`` for fixed draws ``eps``,
-    leaving out rows whose loss is above ``cut``."""
+    leaving out the ``trim_share`` of rows with the highest losses."""
     model.eval()
     if len(data) == 0:
         return math.nan, math.nan, math.nan
-    sums = torch.zeros(3, device=data.numeric.device)
-    for start in range(0, len(data), _EVAL_ROWS):
-        index = torch.arange(start, min(start + _EVAL_ROWS, len(data)), device=eps.device)
-        part = data.rows(index)
-        reconstruction, kl = negative_elbo(model, part.numeric, part.indicators, part.codes,
-                                           eps[:, index])
-        reconstruction = reconstruction.mean(0)
-        if math.isinf(cut):
-            sums += torch.stack([reconstruction.sum(), kl.sum(), kl.new_tensor(len(index))])
-            continue
-        kept = (reconstruction + beta * kl <= cut).to(kl.dtype)
-        sums += torch.stack([(kept * reconstruction).sum(), (kept * kl).sum(), kept.sum()])
-    reconstruction, kl = (sums[:2] / sums[2].clamp_min(1.0)).tolist()
+    terms = [_row_terms(model, data.rows(index), eps[:, index])
+             for index in _eval_chunks(len(data), eps.device)]
+    reconstruction = torch.cat([r for r, _ in terms])
+    kl = torch.cat([k for _, k in terms])
+    trimmed = int(round(trim_share * len(data)))
+    if trimmed:
+        kept = torch.argsort(reconstruction + beta * kl)[:len(data) - trimmed]
+        reconstruction, kl = reconstruction[kept], kl[kept]
+    reconstruction, kl = reconstruction.mean().item(), kl.mean().item()
     return reconstruction + beta * kl, reconstruction, kl
+
+
+def _eval_chunks(rows: int, device: torch.device) -> Iterator[torch.Tensor]:
+    for start in range(0, rows, _EVAL_ROWS):
+        yield torch.arange(start, min(start + _EVAL_ROWS, rows), device=device)
+
+
+def _row_terms(model: TabularVAE, part: Tensors,
+               eps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-row reconstruction NLL (averaged over the draws) and KL."""
+    reconstruction, kl = negative_elbo(model, part.numeric, part.indicators, part.codes, eps)
+    return reconstruction.mean(0), kl
 
 
 @torch.no_grad()
 def row_losses(model: TabularVAE, data: Tensors, beta: float,
-               generator: torch.Generator) -> "np.ndarray":
-    """Each row's loss (reconstruction NLL + beta * KL for one draw of eps), in the
-    units of robust training's cut."""
+               generator: torch.Generator) -> np.ndarray:
+    """Each row's loss (reconstruction NLL + beta * KL for one draw of eps), as robust
+    training ranks them."""
     model.eval()
     eps = torch.randn(1, len(data), model.config.latent_dim, generator=generator,
                       device=generator.device)
-    losses = []
-    for start in range(0, len(data), _EVAL_ROWS):
-        index = torch.arange(start, min(start + _EVAL_ROWS, len(data)), device=eps.device)
-        part = data.rows(index)
-        reconstruction, kl = negative_elbo(model, part.numeric, part.indicators, part.codes,
-                                           eps[:, index])
-        losses.append((reconstruction.mean(0) + beta * kl).cpu())
-    return torch.cat(losses).numpy() if losses else torch.zeros(0).numpy()
+    losses = [reconstruction + beta * kl for reconstruction, kl in
+              (_row_terms(model, data.rows(index), eps[:, index])
+               for index in _eval_chunks(len(data), eps.device))]
+    return torch.cat(losses).cpu().numpy() if losses else np.zeros(0)
