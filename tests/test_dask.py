@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 
 from conftest import make_records
 from vae_anomaly import __version__
-from vae_anomaly.api import score_files
+from vae_anomaly.engines import score_files
 from vae_anomaly.cli import app
 from vae_anomaly.distributed import DaskEngineError, score_partition
 from vae_anomaly.errors import ModelFileError

@@ -4,10 +4,9 @@ Example:
     >>> from vae_anomaly import VAEAnomalyDetector, load
 """
 
-__version__ = "0.1.0"
-
-from .detector import VAEAnomalyDetector, load  # noqa: E402
-from .errors import (  # noqa: E402
+from ._version import __version__
+from .detector import VAEAnomalyDetector, load
+from .errors import (
     InputError,
     ModelFileError,
     OutputError,

@@ -1,6 +1,7 @@
 """File-level operations, one per CLI command: ``fit_file``, ``score_file``,
 ``describe_model``. Each validates its paths, calls the detector and returns a
-plain result; none prints.
+plain result; none prints. A scoring run over many files, on the local or the
+Dask engine, is ``engines.score_files``, which builds on this module.
 
 Example:
     >>> result = fit_file("sample_data/train.csv", "model.vae", seed=0)   # doctest: +SKIP
@@ -12,8 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import glob
-import hashlib
-import json
 import sys
 import time
 from collections.abc import Sequence
@@ -26,7 +25,6 @@ import pyarrow as pa
 from .artifact import FORMAT_NAME, FORMAT_VERSION
 from .data import (
     DEFAULT_CHUNK_ROWS,
-    atomic_output,
     check_output_folder,
     check_writable_destination,
     exclusive_lock,
@@ -217,79 +215,10 @@ def _locked(destination: Path | None):
     return contextlib.nullcontext() if destination is None else exclusive_lock(destination)
 
 
-def file_sha256(path) -> str:
-    try:
-        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-    except OSError:
-        return ""  # a missing model is reported by load(), with its own message
-
-
-def write_summary(path, results: list[ScoreResult], model_path, model_sha256: str,
-                  started: float) -> None:
-    """Write the JSON run summary atomically: per file rows, flags and health, plus
-    the threshold, a SHA-256 of the model file and the run's duration."""
-    summary = {
-        "model": str(model_path),
-        "model_sha256": model_sha256,
-        "rows": sum(r.rows for r in results),
-        "flagged": sum(r.flagged for r in results),
-        "threshold": results[0].threshold if results else None,
-        "healthy": all(r.health.get("ok", True) for r in results),
-        "seconds": round(time.perf_counter() - started, 3),
-        "files": [r.to_dict() for r in results],
-    }
-    with atomic_output(Path(path)) as stream:
-        json.dump(summary, stream, indent=2)
-        stream.write("\n")
-
-
-def score_files(pattern: str | Path, model_path, *, output: str | Path | None = None,
-                output_dir: str | Path | None = None, summary: str | Path | None = None,
-                engine: str = "local", scheduler: str | None = None,
-                **options) -> list[ScoreResult]:
-    """Score one file, or every file a glob such as 'incoming/*.csv' matches.
-
-    With ``output_dir`` each input gets an output of the same name there;
-    without it the pattern must name one file, written to ``output``.
-    ``summary`` is a path for the JSON run summary (see ``write_summary``).
-    ``engine`` "dask" scores each file as a task on a Dask cluster, at the
-    ``scheduler`` address or on a LocalCluster when None (see distributed.py);
-    the outputs are identical to the local engine's.
-    """
-    # Imported here: distributed.py builds on this module's score_file.
-    from .distributed import check_engine_options, score_partitions
-
-    started = time.perf_counter()
-    check_engine_options(engine, scheduler=scheduler, output=output, output_dir=output_dir)
-    if is_stdin(pattern) and output_dir is not None:
-        raise InputError("standard input (-) has no file name to write into --output-dir; "
-                         "pass -o PATH, or -o - to write CSV to standard output")
-    inputs = expand_inputs(pattern)
-    outputs = planned_outputs(inputs, output, output_dir)
-    if summary is not None:
-        if str(summary) == "-":
-            raise InputError("--summary needs a file path, not - (standard output carries the "
-                             "scored rows with -o -); pass e.g. --summary run.json")
-        summary = Path(summary)
-        for path in inputs:
-            refuse_same_file(path, summary, "--summary")
-        refuse_same_file(Path(model_path), summary, "--summary", "model")
-        for path in outputs:
-            refuse_same_file(path, summary, "--summary", "output")
-        check_writable_destination(summary)
-    model_sha256 = file_sha256(model_path)  # the model actually used, before any refit
-    if engine == "dask":
-        results = score_partitions(inputs, model_path, output_dir, scheduler=scheduler,
-                                   **options)
-    else:
-        results = _score_each(pattern, inputs, model_path, output, output_dir, options)
-    if summary is not None:
-        write_summary(summary, results, model_path, model_sha256, started)
-    return results
-
-
-def _score_each(pattern, inputs: list[Path], model_path, output, output_dir,
-                options) -> list[ScoreResult]:
+def score_each(pattern, inputs: list[Path], model_path, output, output_dir,
+               options) -> list[ScoreResult]:
+    """The local engine: score each input in turn, to ``output`` (one input) or to
+    ``output_dir / input.name``; ``options`` are those of ``score_file``."""
     if output_dir is None:
         if len(inputs) > 1:
             raise InputError(f"{str(pattern)!r} matches {len(inputs)} files; pass --output-dir "

@@ -23,10 +23,11 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from . import __version__
-from .api import describe_model, evaluate_file, fit_file, score_files
+from ._version import __version__
+from .api import describe_model, evaluate_file, fit_file
 from .data import DEFAULT_CHUNK_ROWS, source_name
 from .detector import calibration_source
+from .engines import score_files
 from .report import write_report
 from .errors import VAEAnomalyError
 from .training import DEFAULT_BETA, EpochStats

@@ -25,7 +25,7 @@ import pandas as pd
 import pyarrow as pa
 import torch
 
-from . import __version__
+from ._version import __version__
 from .artifact import model_from_bytes, read_model, write_model
 from .data import to_arrow
 from .errors import InputError, ModelFileError

@@ -24,7 +24,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from . import __version__
+from ._version import __version__
 from .api import ScoreResult, check_score_options, planned_outputs, score_file
 from .data import check_output_folder
 from .detector import load, loads
