@@ -2,7 +2,7 @@
 
 Run (about 1.5-2.5 h for all 16 development sets x 3 seeds on 2 CPU cores):
 
-    nice -n 10 python bench/quality.py /work/shared/bench/data --results-json /tmp/quality.json
+    nice -n 10 python bench/quality.py ../shared/bench/data --results-json /tmp/quality.json
 
 DATA_DIR holds gzip CSVs ``NAME.csv.gz`` with a ``label`` column (1 = anomaly).
 For every dataset and seed the normal rows are shuffled; half of them (at most

@@ -36,7 +36,7 @@ class VAEConfig:
     latent_dim: int = 4
     # "column": one learned variance per numeric column; "row": the decoder predicts
     # a variance per row. Per-column is the default: a per-row variance lets the
-    # decoder explain an anomaly away as noise (docs/benchmarks.md has the numbers).
+    # decoder explain an anomaly away as noise (docs/benchmarks.md, "Tried and dropped").
     decoder_variance: str = "column"
     # Bounds on the decoder's log-variance: the floor keeps a near-constant column
     # from turning into an infinitely sharp likelihood; the ceiling keeps the

@@ -56,12 +56,12 @@ _EVAL_ROWS = 16_384  # validation rows per forward pass, to bound memory
 # The learning rate stays at its start for the first half of the epoch bound, then
 # falls along a half cosine to this fraction of it at the bound: late, smaller
 # steps settle into a lower validation loss than a constant rate in the same
-# epochs (docs/benchmarks.md, "Speed"). Runs that stop early never reach the decay.
+# epochs (docs/benchmarks.md, "Tried and dropped"). Runs that stop early never reach the decay.
 _FINAL_LEARNING_RATE_FRACTION = 0.05
 # The KL weight users get. 0.25 rather than 0.5: on the 16 benchmark sets it lifted
 # cardio from 0.910 to 0.926 ROC-AUC and churn from 0.686 to 0.703, with the mean
 # over all 16 unchanged, and kept sample_data's broken relations (0.994); 0.1 went
-# further on cardio but lost satellite and sample_data (docs/benchmarks.md, "β = 0.25").
+# further on cardio but lost satellite and sample_data (docs/benchmarks.md, "Tried and dropped").
 DEFAULT_BETA = 0.25
 
 
@@ -407,7 +407,7 @@ class FlatStep(TrainingStep):
     view in place. A snapshot of the weights is one copy of the buffer. The
     arithmetic is the same as per-parameter Adam with clipping, up to float
     rounding (tests/test_model_math.py). It saved 5-8% of a training step
-    (docs/benchmarks.md, "Speed").
+    (measured in commit d68ef4a; see docs/benchmarks.md in its history).
     """
 
     def __init__(self, model: TabularVAE, config: TrainingConfig, device: torch.device,
@@ -481,7 +481,7 @@ class CudaGraphStep(TrainingStep):
 
     A step of these small networks is a few hundred tiny kernels; launched one by
     one from Python they leave the GPU idle most of the time (6.1 ms a step on an
-    H100 against 0.6 ms replayed; docs/benchmarks.md). The graph reads its batch
+    H100 against 0.6 ms replayed; docs/benchmarks.md, "Speed on a GPU"). The graph reads its batch
     through fixed index and eps buffers. The first steps run uncaptured on a side
     stream, as capture requires; an epoch's last, smaller batch runs uncaptured.
     """

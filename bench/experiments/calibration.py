@@ -1,5 +1,5 @@
 """Threshold experiments on bench/quality.py's splits. Not part of the product;
-results are in docs/benchmarks.md ("Calibration fits").
+results are in docs/benchmarks.md ("Tried and dropped").
 
     python bench/experiments/calibration.py collect DATA_DIR NAME[,NAME...] OUT_DIR
         fit each set's seeds 0-2 with the current defaults (1 thread) and save the

@@ -13,7 +13,7 @@ depend on the threshold), then the test rows' ROC-AUC of:
   hovBmM        the same mixture, its KL in the closed-form variational approximation of
                 Hershey & Olsen (2007), -log mean_m exp(-KL(q || g_m)): no draws
   knn_latent    mean distance from the posterior mean to its 5 nearest training means
-Results are in docs/benchmarks.md.
+Results are in docs/benchmarks.md ("Tried and dropped").
 """
 import argparse, json, math, sys, time
 from pathlib import Path

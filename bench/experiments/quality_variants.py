@@ -1,6 +1,6 @@
 """Quality experiments (monkeypatched variants of the defaults on bench/quality.py's splits):
     python bench/experiments/quality_variants.py DATA_DIR VARIANT[+VARIANT...] [--datasets ...]
-Not part of the product; results are in docs/benchmarks.md.
+Not part of the product; results are in docs/benchmarks.md ("Tried and dropped").
 
 The preprocessing variants (nocompress, asinh*, spike, mask, stdscale, winsor,
 quantile, jacobian, jacfine, knots*) patch the preprocessing of commit b3b46ab
@@ -401,7 +401,8 @@ def refit():
         if "stop" not in REFIT:
             return orig_run_epochs(step, train_data, val_data, config, epochs, batch_size,
                                    generator, callbacks)
-        schedule = T.HoldThenCosine(step.optimiser, config.resolved_learning_rate(batch_size),
+        schedule = T.HoldThenCosine(step.optimiser,
+                                    config.resolved_learning_rate(batch_size, len(train_data)),
                                     epochs * math.ceil(len(train_data) / batch_size))
         warmup = config.resolved_warmup(epochs)
         for epoch in range(1, REFIT["stop"] + 1):
