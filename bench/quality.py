@@ -75,6 +75,8 @@ REACH_MARGIN = 0.01          # product mean ROC-AUC should beat the best peer by
 VAE_GAP = 0.03               # flag datasets where the product trails PyOD VAE by more
 FPR_BAND = (0.005, 0.02)     # the product's threshold targets 1% FPR
 FPR_MIN_NORMALS = 500
+CLEAN_FALL = 0.03            # dirty protocol: no set should fall further below its clean result
+OUTLIER_PRECISION = 0.7      # dirty protocol: share of reported training rows that were planted
 
 
 @dataclass
@@ -108,6 +110,11 @@ class Result:
     n_test_normal: int = 0
     n_test_anomaly: int = 0
     n_train_anomaly: int = 0          # dirty protocol: anomalies planted in the training rows
+    # Product only: training rows `fit --training-outliers` reported, and (dirty protocol)
+    # the share of them that were planted anomalies and the share of those it found.
+    outliers_flagged: int | None = None
+    outlier_precision: float | None = None
+    outlier_recall: float | None = None
     error: str | None = None
 
 
@@ -163,17 +170,31 @@ def run_product(data: Split, seed: int, workdir: Path) -> dict:
 
     train_csv, test_csv = workdir / "train.csv", workdir / "test.csv"
     model, scored_csv = workdir / "model.vae", workdir / "test.scored.csv"
+    outliers_csv = workdir / "outliers.csv"
     data.train.to_csv(train_csv, index=False)
     data.test.to_csv(test_csv, index=False)
     started = time.perf_counter()
-    fit_file(train_csv, model, seed=seed)
+    fit_file(train_csv, model, seed=seed, training_outliers=outliers_csv)
     fitted = time.perf_counter()
     score_file(test_csv, model, output=scored_csv, seed=seed)
     scored_at = time.perf_counter()
     out = _scored_outcome(scored_csv, data.y_test)
-    out.update(fit_s=fitted - started, score_s=scored_at - fitted)
+    out.update(fit_s=fitted - started, score_s=scored_at - fitted,
+               **_outlier_outcome(outliers_csv, data.planted))
     score_file(test_csv, model, output=scored_csv, seed=seed, kind="iwae")
     out["iwae"] = _scored_outcome(scored_csv, data.y_test)
+    return out
+
+
+def _outlier_outcome(outliers_csv: Path, planted: np.ndarray | None) -> dict:
+    """How many training rows the fit reported, and against the planted anomalies
+    (dirty protocol) the precision and recall of that report."""
+    rows = pd.read_csv(outliers_csv, usecols=["row"])["row"].to_numpy(dtype=np.int64) - 1
+    out = dict(outliers_flagged=int(len(rows)))
+    if planted is not None and planted.sum():
+        hits = int(planted[rows].sum())
+        out.update(outlier_precision=hits / len(rows) if len(rows) else None,
+                   outlier_recall=hits / int(planted.sum()))
     return out
 
 
@@ -405,18 +426,25 @@ def metric_table(datasets: list[str], methods: list[str], means: dict, seeds: in
     return lines
 
 
+OUTLIER_FIELDS = ("outliers_flagged", "outlier_precision", "outlier_recall")
+
+
 def product_table(datasets: list[str], results: list[Result]) -> list[str]:
-    fields = {f: per_dataset(results, f) for f in ("fpr", "recall", "fit_s", "score_s")}
+    fields = {f: per_dataset(results, f)
+              for f in ("fpr", "recall", "fit_s", "score_s", *OUTLIER_FIELDS)}
     sizes = {r.dataset: r for r in results if r.method == PRODUCT}
     lines = ["| dataset | train rows (anomalies) | test normals / anomalies | FPR at threshold "
-             "| recall | fit s | score s |", "|---|---:|---:|---:|---:|---:|---:|"]
+             "| recall | fit s | score s | training rows flagged | flag precision "
+             "| flag recall |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for name in datasets:
         get = lambda f: fields[f].get((name, PRODUCT), (None, 0))[0]  # noqa: E731
         r = sizes.get(name)
         shape = (f"{r.n_train} ({r.n_train_anomaly}) | {r.n_test_normal} / {r.n_test_anomaly}"
                  if r else "– | –")
         lines.append(f"| {name} | {shape} | {fmt(get('fpr'), 4)} | {fmt(get('recall'))} "
-                     f"| {fmt(get('fit_s'), 1)} | {fmt(get('score_s'), 2)} |")
+                     f"| {fmt(get('fit_s'), 1)} | {fmt(get('score_s'), 2)} "
+                     f"| {fmt(get('outliers_flagged'), 1)} | {fmt(get('outlier_precision'), 2)} "
+                     f"| {fmt(get('outlier_recall'), 2)} |")
     return lines
 
 
@@ -507,6 +535,40 @@ def reach_check(datasets: list[str], methods: list[str], results: list[Result]) 
     return lines
 
 
+def dirty_reach_check(datasets: list[str], results: list[Result],
+                      clean: list[Result]) -> list[str]:
+    """The dirty protocol's own reach: no set falls far below its clean result, and the
+    training-outlier report is precise."""
+    lines = []
+    dirty_auc, clean_auc = per_dataset(results, "roc_auc"), per_dataset(clean, "roc_auc")
+    common = [d for d in datasets if (d, PRODUCT) in dirty_auc and (d, PRODUCT) in clean_auc]
+    if common:
+        falls = sorted(((dirty_auc[(d, PRODUCT)][0] - clean_auc[(d, PRODUCT)][0], d)
+                        for d in common))
+        beyond = [f"{d} {fall:+.3f}" for fall, d in falls if fall < -CLEAN_FALL]
+        lines.append(f"5. Fall from the product's clean result (--clean-results), over "
+                     f"{len(common)} datasets: mean {np.mean([f for f, _ in falls]):+.3f}; "
+                     f"**{len(beyond)}** fall more than {CLEAN_FALL}: "
+                     f"{'; '.join(beyond) or 'none'}.")
+    else:
+        lines.append("5. Fall from the clean result: not computable (pass --clean-results).")
+    precision = per_dataset(results, "outlier_precision")
+    recall = per_dataset(results, "outlier_recall")
+    flagged = per_dataset(results, "outliers_flagged")
+    with_flags = [d for d in datasets if (d, PRODUCT) in precision]
+    if with_flags:
+        mean_p = float(np.mean([precision[(d, PRODUCT)][0] for d in with_flags]))
+        precise = sum(precision[(d, PRODUCT)][0] >= OUTLIER_PRECISION for d in with_flags)
+        lines.append(f"6. Training-outlier report: flags on {len(with_flags)} of {len(datasets)} "
+                     f"datasets (mean {np.mean([flagged[(d, PRODUCT)][0] for d in datasets if (d, PRODUCT) in flagged]):.1f} rows a fit); "
+                     f"mean precision {mean_p:.2f} where it flagged (target "
+                     f"{OUTLIER_PRECISION}; met on {precise}), mean recall "
+                     f"{np.mean([recall[(d, PRODUCT)][0] for d in datasets if (d, PRODUCT) in recall]):.2f}.")
+    else:
+        lines.append("6. Training-outlier report: no training row flagged on any dataset.")
+    return lines
+
+
 def score_kind_comparison(datasets: list[str], results: list[Result]) -> list[str]:
     """ELBO (the default) against IWAE, from the same fitted models and draws."""
     auc, ap = per_dataset(results, "roc_auc"), per_dataset(results, "ap")
@@ -522,7 +584,8 @@ def score_kind_comparison(datasets: list[str], results: list[Result]) -> list[st
 
 
 def render_markdown(results: list[Result], methods: list[str], seeds: list[int],
-                    command: str, reused: bool = False, dirty_share: float | None = None) -> str:
+                    command: str, reused: bool = False, dirty_share: float | None = None,
+                    clean: list[Result] = ()) -> str:
     datasets = sorted({r.dataset for r in results})
     if PRODUCT in methods and any(r.method == PRODUCT_IWAE for r in results):
         methods = [PRODUCT, PRODUCT_IWAE, *[m for m in methods if m != PRODUCT]]
@@ -553,7 +616,10 @@ def render_markdown(results: list[Result], methods: list[str], seeds: list[int],
                   "rows, and on sets under 6,000 rows those of the extra calibration fits); fit and "
                   "score are wall-clock seconds of `fit_file` and `score_file`.", "",
                   *product_table(datasets, results), ""]
-    lines += ["### Reach check", "", *reach_check(datasets, methods, results), ""]
+    reach = reach_check(datasets, methods, results)
+    if dirty_share is not None:
+        reach += dirty_reach_check(datasets, results, list(clean))
+    lines += ["### Reach check", "", *reach, ""]
     failures = [r for r in results if r.error]
     if failures:
         lines += ["### Missing results", "",
@@ -601,6 +667,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "the report goes to its own section")
     parser.add_argument("--dirty-share", type=float, default=0.05, metavar="SHARE",
                         help="with --protocol dirty: the anomalies' share of the training file")
+    parser.add_argument("--clean-results", type=Path, metavar="CLEAN_JSON",
+                        help="with --protocol dirty: the clean protocol's --results-json, to "
+                             "check how far each dataset falls from its clean result")
     parser.add_argument("--compare", type=Path, metavar="BASELINE_JSON",
                         help="print the product in --results-json against the product in "
                              "BASELINE_JSON (another version's results file); runs nothing")
@@ -625,7 +694,8 @@ def main(argv: list[str] | None = None) -> None:
     dirty_share = args.dirty_share if args.protocol == "dirty" else None
     write_section(args.out, render_markdown(results, methods, args.seeds, command,
                                             reused=args.resume or args.report_only,
-                                            dirty_share=dirty_share))
+                                            dirty_share=dirty_share,
+                                            clean=load_results(args.clean_results)))
     print(f"wrote {args.out} ({len(results)} results, {time.perf_counter() - started:.0f}s)",
           file=sys.stderr)
 
