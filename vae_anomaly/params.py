@@ -19,19 +19,18 @@ _WHOLE_NUMBERS = ("samples", "seed", "calibration_fits", "epochs", "batch_size",
 _REAL_NUMBERS = ("fpr", "beta", "validation_fraction", "learning_rate")
 
 
-def check_params(detector, for_fit: bool = True) -> None:
-    """InputError for a setting of ``detector`` no fit accepts; then its numbers as
+def check_params(d, for_fit: bool = True) -> None:
+    """InputError for a setting of detector ``d`` no fit accepts; then its numbers as
     plain Python ones. A loaded model (``for_fit=False``) is held only to what
     scoring uses, so files written under older, looser rules still load."""
-    whole = [name for name in ("samples", "seed") if not is_int(getattr(detector, name))]
+    whole = [name for name in ("samples", "seed") if not is_int(getattr(d, name))]
     if for_fit:
-        whole += [name for name in ("calibration_fits",) if not is_int(getattr(detector, name))]
+        whole += [name for name in ("calibration_fits",) if not is_int(getattr(d, name))]
         whole += [name for name in ("epochs", "batch_size", "latent_dim") if not
-                  (getattr(detector, name) is None or is_int(getattr(detector, name)))]
+                  (getattr(d, name) is None or is_int(getattr(d, name)))]
     if whole:
         raise InputError(f"{option(whole[0])} must be a whole number "
-                         f"(got {getattr(detector, whole[0])!r})")
-    d = detector
+                         f"(got {getattr(d, whole[0])!r})")
     checks = [
         (is_real(d.fpr) and 0 < d.fpr < 1,  # and not NaN
          f"--fpr must be between 0 and 1 (got {d.fpr})"),
@@ -45,11 +44,11 @@ def check_params(detector, for_fit: bool = True) -> None:
          f"{d.exclude!r})"),
     ]
     if for_fit:
-        checks += _fit_checks(detector)
+        checks += _fit_checks(d)
     for ok, message in checks:
         if not ok:
             raise InputError(message)
-    _as_python_numbers(detector)
+    _as_python_numbers(d)
 
 
 def _fit_checks(d) -> list[tuple[bool, str]]:
