@@ -13,7 +13,7 @@ from safetensors.torch import save as save_safetensors
 from conftest import rewrite_metadata
 from vae_anomaly import ModelFileError, load
 from vae_anomaly.artifact import FORMAT_VERSION, model_from_bytes
-from vae_anomaly.detector import calibration_source
+from vae_anomaly.calibration import calibration_source
 
 
 def test_model_file_round_trip_gives_identical_scores(tiny_model, tiny_dir, tmp_path):

@@ -172,7 +172,7 @@ def test_many_levels_are_capped_and_rare_ones_become_other():
 
 @pytest.mark.parametrize("rows, held_out", [(10, 3), (400, 120), (1000, 200), (5000, 500)])
 def test_validation_size_keeps_enough_rows_to_place_the_threshold(rows, held_out):
-    from vae_anomaly.detector import validation_size
+    from vae_anomaly.calibration import validation_size
     assert validation_size(rows, 0.1) == held_out
 
 

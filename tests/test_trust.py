@@ -17,7 +17,7 @@ from vae_anomaly import InputError, VAEAnomalyDetector, load
 from vae_anomaly.api import evaluate_file
 from vae_anomaly.cli import app
 from vae_anomaly.data import to_arrow
-from vae_anomaly.detector import _fold_seed, calibration_folds
+from vae_anomaly.calibration import calibration_folds, fold_seed as _fold_seed
 from vae_anomaly.model import reconstruction_nll, reparameterize
 from vae_anomaly.scoring import row_normals, score_rows
 

@@ -5,7 +5,7 @@ Example:
 """
 
 from ._version import __version__
-from .detector import VAEAnomalyDetector, load
+from .detector import VAEAnomalyDetector
 from .errors import (
     InputError,
     ModelFileError,
@@ -13,6 +13,7 @@ from .errors import (
     TrainingError,
     VAEAnomalyError,
 )
+from .loading import load
 
 __all__ = ["VAEAnomalyDetector", "load", "VAEAnomalyError", "InputError", "ModelFileError",
            "OutputError", "TrainingError", "__version__"]

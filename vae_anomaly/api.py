@@ -37,11 +37,13 @@ from .data import (
     source_name,
     table_output,
 )
-from .detector import (EXPLANATION_COLUMN, SCORE_COLUMNS, FitSummary, TrainingOutliers,
-                       VAEAnomalyDetector, check_score_options, load)
+from .detector import EXPLANATION_COLUMN, SCORE_COLUMNS, VAEAnomalyDetector
 from .errors import InputError, VAEAnomalyError
 from .evaluation import classification_metrics, parse_labels
+from .fitting import FitSummary, TrainingOutliers
 from .health import HealthMonitor
+from .loading import load
+from .params import check_score_options
 from .preprocessing import NUMERIC
 from .training import TrainingCallback
 

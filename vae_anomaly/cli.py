@@ -25,8 +25,8 @@ from rich.table import Table
 
 from ._version import __version__
 from .api import describe_model, evaluate_file, fit_file
+from .calibration import calibration_source
 from .data import DEFAULT_CHUNK_ROWS, source_name
-from .detector import calibration_source
 from .engines import score_files
 from .report import write_report
 from .errors import VAEAnomalyError

@@ -27,8 +27,8 @@ from pathlib import Path
 from ._version import __version__
 from .api import ScoreResult, check_score_options, planned_outputs, score_file
 from .data import check_output_folder
-from .detector import load, loads
 from .errors import InputError, VAEAnomalyError
+from .loading import load, loads
 
 ENGINES = ("local", "dask")
 INSTALL_HINT = "pip install 'vae-anomaly[dask]'"

@@ -21,10 +21,11 @@ import numpy as np
 import pandas as pd
 
 from .api import describe_model
+from .calibration import calibration_source
 from .data import atomic_output, read_table, refuse_same_file
-from .detector import (EXPLANATION_COLUMN, SCORE_COLUMNS, VAEAnomalyDetector, calibration_source,
-                       load)
+from .detector import EXPLANATION_COLUMN, SCORE_COLUMNS, VAEAnomalyDetector
 from .errors import InputError
+from .loading import load
 
 TRAIN_COLOUR, VALIDATION_COLOUR = "#3b6fb6", "#e07b39"
 CALIBRATION_COLOUR, BATCH_COLOUR, THRESHOLD_COLOUR = "#3b6fb6", "#e07b39", "#c0392b"

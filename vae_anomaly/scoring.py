@@ -31,6 +31,7 @@ from .model import TabularVAE, gaussian_kl, reconstruction_nll, reparameterize
 from .preprocessing import EncodedBatch
 
 DEFAULT_SAMPLES = 16
+SCORE_KINDS = ("elbo", "iwae")  # the anomaly scores: negative ELBO, IWAE estimate
 _ROWS_PER_PASS = 1024  # K x rows x width activations: small enough to stay in cache
 # Above 64 draws a pass holds fewer rows, so its K x rows stays at 64 x 1,024: at the
 # top of the --samples range (65,536) a pass of 1,024 rows needed tens of GB.

@@ -1,0 +1,160 @@
+"""The fit of one split: preprocessing and network learned on some rows, others held out.
+
+``fit_split`` is one fit of ``VAEAnomalyDetector.fit``: the main fit, or one of the
+extra calibration fits (calibration.py). Its held-out rows judged normal give the
+scores that set the threshold; the rows robust training judges anomalous, of both
+parts, are the training file's outliers. ``FitSummary`` describes the whole
+fit of a detector, all its splits together.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import torch
+
+from .model import TabularVAE, VAEConfig
+from .preprocessing import EncodedBatch, Preprocessor
+from .scoring import ScoreParts, score_rows
+from .training import (EpochStats, Tensors, TrainingCallback, TrainingConfig, TrainingResult,
+                       row_losses, train)
+
+
+@dataclass
+class FitSummary:
+    """What a detector's fit did, over all its fits (the model file's ``training``)."""
+
+    rows: int
+    train_rows: int
+    validation_rows: int
+    epochs_run: int
+    best_epoch: int
+    stopped_early: bool
+    seconds: float
+    device: str
+    history: list[dict]
+    # Rows whose held-out scores set the threshold: the validation rows, plus those of
+    # the extra calibration fits on small files (0 = model files from before them).
+    # ``seconds`` covers all fits; ``history`` and the epochs are the main fit's.
+    calibration_rows: int = 0
+    calibration_fits: int = 0
+    # Rows of the training file judged anomalous by robust training (0 = model files
+    # from before it, or --contamination 0).
+    training_outliers: int = 0
+
+
+@dataclass
+class TrainingOutliers:
+    """The training file's rows judged anomalous: 0-based row numbers, sorted, and
+    their anomaly scores (the detector's score kind)."""
+
+    rows: np.ndarray
+    scores: np.ndarray
+
+
+@dataclass
+class SplitFit:
+    """What ``fit_split`` learned and judged."""
+
+    preprocessor: Preprocessor
+    model: TabularVAE
+    result: TrainingResult
+    heldout: ScoreParts  # the held-out rows judged normal
+    outliers: TrainingOutliers
+
+
+def fit_split(frame: pa.Table, train_index: np.ndarray, val_index: np.ndarray, *, seed: int,
+              device, callbacks: Sequence[TrainingCallback], source: str,
+              categorical: list[str], exclude: list[str], latent_dim: int | None,
+              training: TrainingConfig, samples: int, score_seed: int,
+              score_kind: str) -> SplitFit:
+    """Preprocessor and network learned from ``train_index`` (training stops early on
+    ``val_index``), the model on the CPU; the scores of the ``val_index`` rows judged
+    normal, and the rows of both judged anomalous.
+
+    ``seed`` seeds the weights and the training; ``samples`` and ``score_seed`` are
+    the detector's scoring settings, ``score_kind`` the score the outliers keep.
+    """
+    # Held-out rows calibrate the threshold, so nothing may be fitted on them, the
+    # scaling included: the quantile map's density would favour its own rows.
+    preprocessor = Preprocessor().fit(frame, categorical=categorical, exclude=exclude,
+                                      source=source, rows=train_index)
+    encoded = preprocessor.transform(frame, source=source)
+    preprocessor.note_heldout_unseen(encoded, val_index)
+    layout = preprocessor.layout
+    config = VAEConfig.sized_for(layout.n_numeric, layout.n_indicators,
+                                 layout.category_sizes, latent_dim)
+    # The initial weights come from the seed; the caller's random stream is left as
+    # it was (training draws from its own generator, below).
+    with torch.random.fork_rng(devices=[]):
+        torch.default_generator.manual_seed(seed)
+        model = TabularVAE(config)
+    model = model.to(device)
+    generator = torch.Generator(device=device).manual_seed(seed)
+    val_data = _tensors(encoded, val_index, device)
+    result = train(model, _tensors(encoded, train_index, device), val_data, training,
+                   generator, callbacks)
+    heldout_outlier = _heldout_outliers(model, val_data, result, training.beta, generator)
+
+    def scores(rows: np.ndarray) -> ScoreParts:
+        # Held-out rows keep their row ids and the scoring seed, so these scores equal
+        # what `score` gives them.
+        return score_rows(model, _subset(encoded, rows), rows, samples=samples,
+                          seed=score_seed, device=device)
+
+    heldout = scores(val_index[~heldout_outlier])
+    outlier_rows = np.sort(np.concatenate([
+        train_index[result.rejected.numpy()] if result.rejected is not None
+        else np.zeros(0, dtype=train_index.dtype), val_index[heldout_outlier]]))
+    outliers = TrainingOutliers(outlier_rows, scores(outlier_rows).score(score_kind))
+    return SplitFit(preprocessor, model.cpu(), result, heldout, outliers)
+
+
+def _heldout_outliers(model: TabularVAE, val_data: Tensors, result: TrainingResult, beta: float,
+                      generator: torch.Generator) -> np.ndarray:
+    """Which held-out rows robust training would have rejected: those past its loss cut,
+    and at least as large a share of them as of the training rows, those with the
+    highest losses. The share as well as the cut: the model never trained on these
+    rows, and a far-out row among them can sit under the cut (a row that is learned is
+    not far out), while a cut nearer the bulk would take their normal rows too."""
+    outlier = np.zeros(len(val_data), dtype=bool)
+    if result.rejected is None or not result.rejected.any():
+        return outlier
+    losses = row_losses(model, val_data, beta, generator)
+    outlier |= losses > result.loss_cut
+    count = round(float(result.rejected.float().mean()) * len(val_data))
+    if count:
+        outlier[np.argsort(losses, kind="stable")[len(losses) - count:]] = True
+    return outlier
+
+
+def _subset(encoded: EncodedBatch, index) -> EncodedBatch:
+    return EncodedBatch(encoded.numeric[index], encoded.indicators[index],
+                        encoded.categories[index], encoded.nll_offset[index])
+
+
+def _tensors(encoded: EncodedBatch, index: np.ndarray, device) -> Tensors:
+    part = _subset(encoded, index)
+    return Tensors(torch.from_numpy(part.numeric).to(device),
+                   torch.from_numpy(part.indicators).to(device),
+                   torch.from_numpy(part.categories).to(device))
+
+
+class FitLabel:
+    """Passes epochs on to ``callback`` marked with the fit they belong to."""
+
+    def __init__(self, callback: TrainingCallback, fit: int, calibration_fits: int):
+        self.callback, self.fit, self.calibration_fits = callback, fit, calibration_fits
+
+    def on_epoch_end(self, stats: EpochStats) -> None:
+        self.callback.on_epoch_end(dataclasses.replace(
+            stats, fit=self.fit, calibration_fits=self.calibration_fits))
+
+
+def unlabelled(epoch: dict) -> dict:
+    """An epoch's record without the fit labels (they only matter to live callbacks)."""
+    return {key: value for key, value in epoch.items() if key not in ("fit", "calibration_fits")}
