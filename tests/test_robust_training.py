@@ -239,3 +239,13 @@ def test_a_training_column_named_like_an_added_one_is_refused(tmp_path):
         "Error: the training data has a column `row`, which the --training-outliers file "
         "adds; rename that column")
     assert not (tmp_path / "o.csv").exists()
+
+
+def test_a_tiny_file_keeps_held_out_rows_to_set_its_threshold():
+    # Found by tests/test_properties.py: 12 rows of extremes once left no held-out
+    # score at all, and the threshold could not be set.
+    frame = pd.DataFrame({"a": [1e308, -1e308] * 6, "b": [0.0] * 11 + [5.0]})
+    for setting in ("auto", 0.2):
+        detector = VAEAnomalyDetector(epochs=5, seed=0, contamination=setting).fit(frame)
+        assert len(detector.calibration_scores_["elbo"]) >= 1
+        assert math.isfinite(detector.threshold_)

@@ -18,6 +18,7 @@ import pyarrow as pa
 import torch
 
 from .model import TabularVAE, VAEConfig
+from .rejection import MAX_CONTAMINATION
 from .preprocessing import EncodedBatch, Preprocessor
 from .scoring import ScoreParts, score_rows
 from .training import (EpochStats, Tensors, TrainingCallback, TrainingConfig, TrainingResult,
@@ -125,8 +126,10 @@ def _heldout_outliers(model: TabularVAE, val_data: Tensors, result: TrainingResu
     if result.rejected is None or not result.rejected.any():
         return outlier
     losses = row_losses(model, val_data, beta, generator)
-    outlier |= losses > result.loss_cut
-    count = round(float(result.rejected.float().mean()) * len(val_data))
+    count = max(int(np.sum(losses > result.loss_cut)),
+                round(float(result.rejected.float().mean()) * len(val_data)))
+    # As in training, at most MAX_CONTAMINATION of them: some must set the threshold.
+    count = min(count, int(MAX_CONTAMINATION * len(val_data)))
     if count:
         outlier[np.argsort(losses, kind="stable")[len(losses) - count:]] = True
     return outlier
