@@ -52,6 +52,6 @@ def _auto_cut(losses: np.ndarray) -> float:
     if not spread > 0:
         return math.inf
     cut = median + AUTO_CUT * spread
-    # Never more than MAX_CONTAMINATION of the rows.
-    ceiling = np.quantile(losses, 1 - MAX_CONTAMINATION)
-    return float(max(cut, ceiling))
+    if np.mean(losses > cut) <= MAX_CONTAMINATION:
+        return float(cut)
+    return float(np.quantile(losses, 1 - MAX_CONTAMINATION))  # never more rows than that

@@ -359,11 +359,12 @@ class TrainingStep:
         batch = data.rows(index)
         reconstruction, kl = negative_elbo(self.model, batch.numeric, batch.indicators,
                                            batch.codes, eps)
+        # Training draws one eps per row: its reconstruction NLL is row 0, a view.
+        per_row = reconstruction[0] if len(reconstruction) == 1 else reconstruction.mean(0)
         if self.row_loss is not None:
-            self.row_loss.index_copy_(
-                0, index, (reconstruction.mean(0) + self.config.beta * kl).detach())
+            self.row_loss.index_copy_(0, index, (per_row + self.config.beta * kl).detach())
         if self.weighted:
-            reconstruction, kl = self._kept_means(reconstruction.mean(0), kl, index)
+            reconstruction, kl = self._kept_means(per_row, kl, index)
         else:
             reconstruction, kl = reconstruction.mean(), kl.mean()
         loss = reconstruction + self.beta * kl
