@@ -1,0 +1,134 @@
+"""Robust training on dirty training files: the experiments behind docs/method.md,
+"Dirty training files", and the robust-training rows of docs/benchmarks.md, "Tried
+and dropped". Splits are bench/quality.py's (clean, or dirty with 5% planted).
+
+    # ROC-AUC, test FPR and the training rows flagged, per --contamination setting
+    # and auto cut (robust standard deviations):
+    python bench/experiments/dirty_training.py fits DATA_DIR --sets cardio pendigits \\
+        --settings 0 auto 0.05 --auto-cuts 20 12 8
+    # Do planted anomalies stand out in the per-row training loss? (no rejection)
+    python bench/experiments/dirty_training.py tails DATA_DIR --sets cardio pendigits
+
+`fits` takes 5-40 s a fit on 2 cores; `tails` one fit per set and protocol.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from sklearn.metrics import roc_auc_score
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import quality  # noqa: E402  (bench/quality.py: the splits)
+
+from vae_anomaly import VAEAnomalyDetector, rejection, training  # noqa: E402
+from vae_anomaly.data import read_table  # noqa: E402
+
+DEFAULT_SETS = ["cardio", "vowels", "pendigits", "mammography", "satellite"]
+
+
+def splits(data_dir: Path, sets: list[str], seeds: list[int]):
+    """(set, seed, protocol, training table, test table, labels, planted) for each."""
+    folder = Path(tempfile.mkdtemp())
+    for name in sets:
+        raw, typed = quality.load_dataset(data_dir / f"{name}.csv.gz")
+        for seed in seeds:
+            for protocol, share in (("dirty", 0.05), ("clean", None)):
+                data = quality.split(raw, typed, seed, share)
+                data.train.to_csv(folder / "train.csv", index=False)
+                data.test.to_csv(folder / "test.csv", index=False)
+                planted = (data.planted if data.planted is not None
+                           else np.zeros(len(data.train), dtype=int))
+                yield (name, seed, protocol, read_table(folder / "train.csv"),
+                       read_table(folder / "test.csv").drop_columns(["label"]),
+                       data.y_test, planted)
+
+
+def fits(args: argparse.Namespace) -> None:
+    print("| set | seed | protocol | setting | auto cut | ROC-AUC | FPR | flagged | precision "
+          "| recall | fit s |\n|---|---:|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    for name, seed, protocol, train, test, y, planted in splits(args.data_dir, args.sets,
+                                                                  args.seeds):
+        for setting in args.settings:
+            for cut in (args.auto_cuts if setting == "auto" else [None]):
+                rejection.AUTO_CUT = cut or rejection.AUTO_CUT
+                started = time.perf_counter()
+                detector = VAEAnomalyDetector(seed=seed, contamination=setting).fit(train)
+                seconds = time.perf_counter() - started
+                scored = detector.score_columns(test, seed=seed)
+                rows = detector.training_outliers_.rows
+                hits = int(planted[rows].sum())
+                precision = f"{hits / len(rows):.2f}" if len(rows) else "–"
+                recall = f"{hits / planted.sum():.2f}" if planted.sum() else "–"
+                print(f"| {name} | {seed} | {protocol} | {setting} | {cut or ''} | "
+                      f"{roc_auc_score(y, scored['anomaly_score']):.4f} | "
+                      f"{scored['is_anomaly'][y == 0].mean():.4f} | {len(rows)} | {precision} "
+                      f"| {recall} | {seconds:.1f} |", flush=True)
+
+
+def tails(args: argparse.Namespace) -> None:
+    """Per-row training losses, epoch by epoch, of a fit that rejects nothing; at a few
+    epochs: how well they rank the planted rows (ROC-AUC), the planted share of the
+    highest-loss rows, and the share of rows beyond 3 and 5 robust standard deviations."""
+    print("| set | protocol | epoch | planted ROC-AUC | planted share of top | >3 sd | >5 sd |"
+          "\n|---|---|---:|---:|---:|---:|---:|")
+    for name, seed, protocol, train, _, _, planted in splits(args.data_dir, args.sets,
+                                                             args.seeds):
+        losses = record_losses(train, seed)
+        train_rows, _ = VAEAnomalyDetector(seed=seed)._split(train.num_rows)
+        planted = planted[train_rows]
+        smoothed = losses[0].copy()
+        for epoch, epoch_losses in enumerate(losses, start=1):
+            smoothed = smoothed if epoch == 1 else 0.5 * smoothed + 0.5 * epoch_losses
+            if epoch not in (1, 3, 10, 30):
+                continue
+            median = np.median(smoothed)
+            z = (smoothed - median) / (1.4826 * np.median(np.abs(smoothed - median)))
+            top = np.argsort(-smoothed)[:max(int(planted.sum()), 1)]
+            auc = f"{roc_auc_score(planted, smoothed):.2f}" if planted.sum() else "–"
+            share = f"{planted[top].mean():.2f}" if planted.sum() else "–"
+            print(f"| {name} | {protocol} | {epoch} | {auc} | {share} | {np.mean(z > 3):.3f} "
+                  f"| {np.mean(z > 5):.3f} |", flush=True)
+
+
+def record_losses(train, seed: int) -> np.ndarray:
+    """Each epoch's per-row losses of a fit with row tracking on but no row rejected."""
+    recorded = []
+    original_cut, original_update = training.loss_cut, training._RowRejection.update
+
+    def update(self):
+        count = original_update(self)
+        recorded.append(self.step.row_loss.cpu().numpy().copy())
+        return count
+
+    training.loss_cut = lambda losses, contamination: np.inf
+    training._RowRejection.update = update
+    try:
+        VAEAnomalyDetector(seed=seed, contamination=0.2, calibration_fits=0).fit(train)
+    finally:
+        training.loss_cut, training._RowRejection.update = original_cut, original_update
+    return np.array(recorded)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("command", choices=("fits", "tails"))
+    parser.add_argument("data_dir", type=Path, metavar="DATA_DIR")
+    parser.add_argument("--sets", nargs="+", default=DEFAULT_SETS)
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0])
+    parser.add_argument("--settings", nargs="+", default=["0", "auto"],
+                        help="--contamination values: 0, auto or a share")
+    parser.add_argument("--auto-cuts", nargs="+", type=float, default=[rejection.AUTO_CUT],
+                        help="robust standard deviations for auto's cut")
+    args = parser.parse_args()
+    args.settings = [s if s == "auto" else float(s) for s in args.settings]
+    {"fits": fits, "tails": tails}[args.command](args)
+
+
+if __name__ == "__main__":
+    main()
