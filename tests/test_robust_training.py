@@ -123,23 +123,24 @@ def test_robust_training_finds_the_broken_rows_and_keeps_flagging_their_kind(dir
             assert not flagged
         recall[setting] = detector.predict(fresh_broken).tolist().count(-1) / 2000
         fpr[setting] = detector.predict(fresh).tolist().count(-1) / 2000
-    # Measured: recall 0.28 without, 0.79 with; FPR 0.0% and 1.1%.
+    # Measured: recall 0.28 without, 0.51 with, both at an FPR of 0.0%: the broken
+    # rows among the held-out ones still set the threshold (docs/method.md).
     assert recall["auto"] >= recall[0] + 0.15, recall
-    assert 0.002 <= fpr["auto"] <= 0.03, fpr
+    assert fpr["auto"] <= 0.03, fpr
 
 
-def test_held_out_rows_judged_anomalous_leave_the_threshold():
+def test_held_out_rows_judged_anomalous_are_reported_and_still_set_the_threshold():
     frame = make_records(1000, seed=5)
     detector = VAEAnomalyDetector(epochs=20, seed=0, calibration_fits=0, contamination=0.1)
     detector.fit(frame)
-    _, val_index = detector._split(len(frame))
-    held_out_outliers = np.isin(detector.training_outliers_.rows, val_index).sum()
-    assert held_out_outliers == round(0.1 * len(val_index))  # the training's share
-    assert detector.summary_.calibration_rows == len(val_index) - held_out_outliers
-    assert len(detector.calibration_scores_["elbo"]) == detector.summary_.calibration_rows
-    # About the same share of the training rows left the gradient.
-    rejected = len(detector.training_outliers_.rows) - held_out_outliers
-    assert abs(rejected - 0.1 * (len(frame) - len(val_index))) <= 1
+    train_index, val_index = detector._split(len(frame))
+    outliers = detector.training_outliers_.rows
+    assert np.isin(outliers, val_index).sum() >= 1  # past the training's cut
+    assert detector.summary_.calibration_rows == len(val_index)
+    assert len(detector.calibration_scores_["elbo"]) == len(val_index)
+    # The training rows rejected in the best epoch: the share asked for.
+    rejected = np.isin(outliers, train_index).sum()
+    assert abs(rejected - 0.1 * len(train_index)) <= 1
 
 
 # ----- what the user sees ---------------------------------------------------------------

@@ -211,9 +211,9 @@ def fit(
     contamination: Annotated[str, typer.Option(
         metavar="auto|0|SHARE",
         help="Training rows whose loss stands far out in the tail leave the gradient, "
-             "re-decided each epoch, and the held-out rows judged the same way leave the "
-             "threshold. auto: only rows far beyond the rest; SHARE (up to 0.2): that "
-             "share of the rows; 0: train on every row.")] = "auto",
+             "re-decided each epoch, and are reported as training outliers. auto: only "
+             "rows far beyond the rest; SHARE (up to 0.2): that share of the rows; 0: "
+             "train on every row.")] = "auto",
     training_outliers: Annotated[Optional[Path], typer.Option(
         metavar="PATH",
         help="Also write the training rows judged anomalous, most anomalous first, with "

@@ -1,9 +1,9 @@
 """The fit of one split: preprocessing and network learned on some rows, others held out.
 
 ``fit_split`` is one fit of ``VAEAnomalyDetector.fit``: the main fit, or one of the
-extra calibration fits (calibration.py). Its held-out rows judged normal give the
-scores that set the threshold; the rows robust training judges anomalous, of both
-parts, are the training file's outliers. ``FitSummary`` describes the whole
+extra calibration fits (calibration.py). Its held-out rows give the scores that set
+the threshold; the rows robust training judges anomalous, of both parts, are the
+training file's outliers. ``FitSummary`` describes the whole
 fit of a detector, all its splits together.
 """
 
