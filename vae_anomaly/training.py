@@ -3,6 +3,9 @@ second half of the epoch bound), KL warm-up, gradient clipping, early stopping o
 validation loss with the best weights restored. On a GPU each step is replayed
 from a captured CUDA graph (CudaGraphStep); on a CPU the parameters live in one
 flat buffer while training (FlatStep), stepped by FlatAdam on one torch thread.
+With robust training (TrainingConfig.contamination) each row's loss is noted as it
+trains, and after each epoch rows far out in the tail leave the next epoch's
+gradient (_RowRejection; the rule is rejection.py's).
 
 Display is not done here: progress reaches the caller through callbacks.
 """
