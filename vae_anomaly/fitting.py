@@ -3,8 +3,8 @@
 ``fit_split`` is one fit of ``VAEAnomalyDetector.fit``: the main fit, or one of the
 extra calibration fits (calibration.py). Its held-out rows give the scores that set
 the threshold; the rows robust training judges anomalous, of both parts, are the
-training file's outliers. ``FitSummary`` describes the whole
-fit of a detector, all its splits together.
+training file's outliers. ``FitSummary`` describes the whole fit of a detector, all
+its splits together.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ import pyarrow as pa
 import torch
 
 from .model import TabularVAE, VAEConfig
-from .rejection import MAX_CONTAMINATION
 from .preprocessing import EncodedBatch, Preprocessor
+from .rejection import MAX_CONTAMINATION
 from .scoring import ScoreParts, score_rows
 from .training import (EpochStats, Tensors, TrainingCallback, TrainingConfig, TrainingResult,
                        row_losses, train)
