@@ -552,18 +552,18 @@ def dirty_reach_check(datasets: list[str], results: list[Result],
                      f"{'; '.join(beyond) or 'none'}.")
     else:
         lines.append("5. Fall from the clean result: not computable (pass --clean-results).")
-    precision = per_dataset(results, "outlier_precision")
-    recall = per_dataset(results, "outlier_recall")
-    flagged = per_dataset(results, "outliers_flagged")
-    with_flags = [d for d in datasets if (d, PRODUCT) in precision]
-    if with_flags:
-        mean_p = float(np.mean([precision[(d, PRODUCT)][0] for d in with_flags]))
-        precise = sum(precision[(d, PRODUCT)][0] >= OUTLIER_PRECISION for d in with_flags)
-        lines.append(f"6. Training-outlier report: flags on {len(with_flags)} of {len(datasets)} "
-                     f"datasets (mean {np.mean([flagged[(d, PRODUCT)][0] for d in datasets if (d, PRODUCT) in flagged]):.1f} rows a fit); "
-                     f"mean precision {mean_p:.2f} where it flagged (target "
-                     f"{OUTLIER_PRECISION}; met on {precise}), mean recall "
-                     f"{np.mean([recall[(d, PRODUCT)][0] for d in datasets if (d, PRODUCT) in recall]):.2f}.")
+    def mean_of(field: str) -> dict[str, float]:
+        return {d: v for (d, m), (v, _) in per_dataset(results, field).items() if m == PRODUCT}
+
+    precision, recall = mean_of("outlier_precision"), mean_of("outlier_recall")
+    flagged = mean_of("outliers_flagged")
+    if precision:
+        precise = sum(value >= OUTLIER_PRECISION for value in precision.values())
+        lines.append(f"6. Training-outlier report: flags on {len(precision)} of {len(datasets)} "
+                     f"datasets (mean {np.mean(list(flagged.values())):.1f} rows a fit); mean "
+                     f"precision {np.mean(list(precision.values())):.2f} where it flagged "
+                     f"(target {OUTLIER_PRECISION}; met on {precise}), mean recall "
+                     f"{np.mean(list(recall.values())):.2f}.")
     else:
         lines.append("6. Training-outlier report: no training row flagged on any dataset.")
     return lines

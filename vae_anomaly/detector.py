@@ -94,7 +94,8 @@ class VAEAnomalyDetector:
         folds = calibration_folds(train_index, val_index, self.seed, self.calibration_fits)
         main = self._fit_on(frame, train_index, val_index, self.seed, device,
                             self._labelled_callbacks(0, len(folds)), source)
-        self.preprocessor_, self.model_, self.config_ = main.preprocessor, main.model, main.model.config
+        self.preprocessor_, self.model_ = main.preprocessor, main.model
+        self.config_ = main.model.config
         calibration = [main.heldout] + [
             self._fit_on(frame, fold_train, fold_val, fold_seed(self.seed, fold), device,
                          self._labelled_callbacks(fold, len(folds)), source).heldout
