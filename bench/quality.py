@@ -406,20 +406,26 @@ def fmt(value: float | None, digits: int = 3) -> str:
     return "–" if value is None or math.isnan(value) else f"{value:.{digits}f}"
 
 
-def metric_table(datasets: list[str], methods: list[str], means: dict, seeds: int) -> list[str]:
+def metric_table(datasets: list[str], methods: list[str], results: list[Result],
+                 seeds: int) -> list[str]:
+    """ROC-AUC / average precision of each method on each dataset (means over seeds),
+    and their means over the datasets."""
+    auc, ap = per_dataset(results, "roc_auc"), per_dataset(results, "ap")
     lines = ["| dataset | " + " | ".join(methods) + " |",
              "|---|" + "---:|" * len(methods)]
     for name in datasets:
         cells = []
         for m in methods:
-            value, n = means.get((name, m), (None, 0))
-            cells.append(fmt(value) + (f" ({n}/{seeds} seeds)" if value is not None and n < seeds
-                                       else ""))
+            value, n = auc.get((name, m), (None, 0))
+            cell = "–" if value is None else f"{fmt(value)} / {fmt(ap[(name, m)][0])}"
+            cells.append(cell + (f" ({n}/{seeds} seeds)" if value is not None and n < seeds
+                                 else ""))
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     cells = []
     for m in methods:
-        got = [means[(d, m)][0] for d in datasets if (d, m) in means]
-        cell = fmt(float(np.mean(got))) if got else "–"
+        got = [d for d in datasets if (d, m) in auc]
+        cell = (f"{np.mean([auc[(d, m)][0] for d in got]):.3f} / "
+                f"{np.mean([ap[(d, m)][0] for d in got]):.3f}") if got else "–"
         cells.append(f"**{cell}**" + (f" ({len(got)}/{len(datasets)} sets)"
                                       if got and len(got) < len(datasets) else ""))
     lines.append("| **mean** | " + " | ".join(cells) + " |")
@@ -606,9 +612,8 @@ def render_markdown(results: list[Result], methods: list[str], seeds: list[int],
              "default options through `fit_file`/`score_file` on CSV files; peers get "
              "median-imputed, standardised numeric columns and one-hot text columns. Values are "
              "means over seeds; the mean row averages datasets." + protocol, ""]
-    for title, field in (("ROC-AUC", "roc_auc"), ("Average precision", "ap")):
-        lines += [f"### {title}", "",
-                  *metric_table(datasets, methods, per_dataset(results, field), n_seeds), ""]
+    lines += ["### ROC-AUC / average precision", "",
+              *metric_table(datasets, methods, results, n_seeds), ""]
     if PRODUCT in methods:
         lines += ["### vae-anomaly at its own threshold", "",
                   "FPR on test normals and recall on anomalies with `is_anomaly` (the threshold "
