@@ -229,7 +229,9 @@ def fit(
     rows (at least 200, up to 30%) are held out to stop training early and to set
     the anomaly threshold. On files under 6,000 rows, up to --calibration-fits extra
     fits each hold out other rows, so that about 600 held-out scores set the
-    threshold. The model file is replaced atomically, only on success.
+    threshold. Rows whose loss stands far out (broken records) leave the training
+    and are counted, or listed with --training-outliers. The model file is
+    replaced atomically, only on success.
 
     \b
     Example: vae-anomaly fit normal.csv --model model.vae --exclude id --seed 1
