@@ -411,8 +411,7 @@ def _histogram(samples: dict[str, np.ndarray], threshold: float,
     """Shared bins over every sample's bulk and the threshold (see ``_bulk_range``); by
     default about 2·sqrt(n) bins for the smallest non-empty sample (12 to 60)."""
     if bins is None:
-        smallest = min((len(s) for s in samples.values() if len(s)), default=0)
-        bins = int(np.clip(round(2 * math.sqrt(smallest)), 12, 60))
+        bins = _default_bins(samples)
     ranges = [_bulk_range(s) for s in samples.values() if len(s)] + [(threshold, threshold)]
     lo, hi = min(r[0] for r in ranges), max(r[1] for r in ranges)
     pad = (hi - lo) * 0.03 if hi > lo else max(abs(hi) * 0.05, 0.5)
@@ -425,6 +424,12 @@ def _histogram(samples: dict[str, np.ndarray], threshold: float,
         below[name] = int(np.sum(values < edges[0]))
         above[name] = int(np.sum(values > edges[-1]))
     return _Histogram(edges, densities, below, above)
+
+
+def _default_bins(samples: dict[str, np.ndarray]) -> int:
+    """About 2·sqrt(n) bins for the smallest non-empty sample, 12 to 60."""
+    smallest = min((len(s) for s in samples.values() if len(s)), default=0)
+    return int(np.clip(round(2 * math.sqrt(smallest)), 12, 60))
 
 
 def _bulk_range(values: np.ndarray) -> tuple[float, float]:
@@ -478,8 +483,7 @@ def _calibration_section(detector: VAEAnomalyDetector, scored: pd.DataFrame | No
         values = scored["anomaly_score"].to_numpy(dtype=float)
         samples["scored batch"] = values[np.isfinite(values)]
     # The bins suit the samples above; a handful of outliers would make them coarse.
-    smallest = min((len(s) for s in samples.values() if len(s)), default=0)
-    bins = int(np.clip(round(2 * math.sqrt(smallest)), 12, 60))
+    bins = _default_bins(samples)
     outliers = detector.training_outliers_.scores
     if len(outliers):
         samples["training rows judged anomalous"] = np.asarray(outliers, dtype=float)
