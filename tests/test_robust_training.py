@@ -250,3 +250,12 @@ def test_a_tiny_file_keeps_held_out_rows_to_set_its_threshold():
         detector = VAEAnomalyDetector(epochs=5, seed=0, contamination=setting).fit(frame)
         assert len(detector.calibration_scores_["elbo"]) >= 1
         assert math.isfinite(detector.threshold_)
+
+
+def test_a_contamination_given_as_text_is_stored_as_a_number(tmp_path, tiny_dir):
+    result = invoke("fit", tiny_dir / "train.csv", "--model", tmp_path / "m.vae",
+                    "--epochs", 3, "--contamination", "0.05")
+    assert result.exit_code == 0, result.stderr
+    assert load(tmp_path / "m.vae").get_params()["contamination"] == 0.05
+    assert VAEAnomalyDetector(epochs=3, contamination="AUTO").fit(
+        make_records(300)).contamination == "auto"

@@ -49,6 +49,8 @@ def check_params(d, for_fit: bool = True) -> None:
         if not ok:
             raise InputError(message)
     _as_python_numbers(d)
+    if for_fit:  # the CLI passes text: "0.05" is stored as 0.05, "AUTO" as "auto"
+        d.contamination = parse_contamination(d.contamination)
 
 
 def _fit_checks(d) -> list[tuple[bool, str]]:
