@@ -36,7 +36,6 @@ from .fitting import FitLabel, FitSummary, SplitFit, fit_split, unlabelled
 from .health import HealthMonitor
 from .params import check_params, check_score_options, names, resolve_device
 from .preprocessing import EncodedBatch
-from .rejection import parse_contamination
 from .scoring import DEFAULT_SAMPLES, SCORE_KINDS, ScoreParts, score_rows
 from .training import DEFAULT_BETA, TrainingCallback, TrainingConfig
 
@@ -98,7 +97,8 @@ class VAEAnomalyDetector:
         self.config_ = main.model.config
         calibration = [main.heldout] + [
             self._fit_on(frame, fold_train, fold_val, fold_seed(self.seed, fold), device,
-                         self._labelled_callbacks(fold, len(folds)), source).heldout
+                         self._labelled_callbacks(fold, len(folds)), source,
+                         judge_outliers=False).heldout
             for fold, (fold_train, fold_val) in enumerate(folds, start=1)]
         self.calibration_scores_ = {
             kind: np.sort(np.concatenate([parts.score(kind) for parts in calibration]))
@@ -121,13 +121,16 @@ class VAEAnomalyDetector:
         return [FitLabel(callback, fit, calibration_fits) for callback in self.callbacks]
 
     def _fit_on(self, frame: pa.Table, train_index: np.ndarray, val_index: np.ndarray, seed: int,
-                device, callbacks: Sequence[TrainingCallback], source: str) -> SplitFit:
-        """One fit on ``train_index``, ``val_index`` held out (fitting.fit_split)."""
+                device, callbacks: Sequence[TrainingCallback], source: str,
+                judge_outliers: bool = True) -> SplitFit:
+        """One fit on ``train_index``, ``val_index`` held out (fitting.fit_split); a
+        calibration fit (``judge_outliers`` False) judges no outliers."""
         return fit_split(frame, train_index, val_index, seed=seed, device=device,
                          callbacks=callbacks, source=source,
                          categorical=names(self.categorical), exclude=names(self.exclude),
                          latent_dim=self.latent_dim, training=self._training_config(),
-                         samples=self.samples, score_seed=self.seed, score_kind=self.score_kind)
+                         samples=self.samples, score_seed=self.seed,
+                         outlier_kind=self.score_kind if judge_outliers else None)
 
     def _split(self, n: int) -> tuple[np.ndarray, np.ndarray]:
         order = np.random.default_rng(self.seed).permutation(n)
@@ -137,7 +140,7 @@ class VAEAnomalyDetector:
     def _training_config(self) -> TrainingConfig:
         return TrainingConfig(epochs=self.epochs, batch_size=self.batch_size,
                               learning_rate=self.learning_rate, beta=self.beta,
-                              contamination=parse_contamination(self.contamination))
+                              contamination=self.contamination)  # check_params parsed it
 
     # ----- scoring -----------------------------------------------------------------
     def score(self, frame: pd.DataFrame | pa.Table, *, samples: int | None = None,

@@ -65,20 +65,21 @@ class SplitFit:
     model: TabularVAE
     result: TrainingResult
     heldout: ScoreParts  # every held-out row: they set the threshold
-    outliers: TrainingOutliers
+    outliers: TrainingOutliers | None  # None for a calibration fit
 
 
 def fit_split(frame: pa.Table, train_index: np.ndarray, val_index: np.ndarray, *, seed: int,
               device, callbacks: Sequence[TrainingCallback], source: str,
               categorical: list[str], exclude: list[str], latent_dim: int | None,
               training: TrainingConfig, samples: int, score_seed: int,
-              score_kind: str) -> SplitFit:
+              outlier_kind: str | None) -> SplitFit:
     """Preprocessor and network learned from ``train_index`` (training stops early on
     ``val_index``), the model on the CPU; the scores of the ``val_index`` rows, and the
     rows of both judged anomalous.
 
     ``seed`` seeds the weights and the training; ``samples`` and ``score_seed`` are
-    the detector's scoring settings, ``score_kind`` the score the outliers keep.
+    the detector's scoring settings, ``outlier_kind`` the score the outliers keep
+    (None for a calibration fit, whose held-out scores are all that is kept).
     """
     # Held-out rows calibrate the threshold, so nothing may be fitted on them, the
     # scaling included: the quantile map's density would favour its own rows.
@@ -99,7 +100,6 @@ def fit_split(frame: pa.Table, train_index: np.ndarray, val_index: np.ndarray, *
     val_data = _tensors(encoded, val_index, device)
     result = train(model, _tensors(encoded, train_index, device), val_data, training,
                    generator, callbacks)
-    heldout_outlier = _heldout_outliers(model, val_data, result, training.beta, generator)
 
     def scores(rows: np.ndarray) -> ScoreParts:
         # Held-out rows keep their row ids and the scoring seed, so these scores equal
@@ -112,10 +112,16 @@ def fit_split(frame: pa.Table, train_index: np.ndarray, val_index: np.ndarray, *
     # (campaign) at 2.6%, and on the benchmark's dirty files it found too few planted
     # rows to help (docs/method.md, "Dirty training files").
     heldout = scores(val_index)
-    outlier_rows = np.sort(np.concatenate([
-        train_index[result.rejected.numpy()] if result.rejected is not None
-        else np.zeros(0, dtype=train_index.dtype), val_index[heldout_outlier]]))
-    outliers = TrainingOutliers(outlier_rows, scores(outlier_rows).score(score_kind))
+    outliers = None
+    if outlier_kind is not None:
+        rejected = (train_index[result.rejected.numpy()] if result.rejected is not None
+                    else train_index[:0])
+        held_out = _heldout_outliers(model, val_data, result, training.beta, generator)
+        rows = np.concatenate([rejected, val_index[held_out]])
+        row_scores = np.concatenate([scores(rejected).score(outlier_kind),
+                                     heldout.score(outlier_kind)[held_out]])
+        order = np.argsort(rows, kind="stable")
+        outliers = TrainingOutliers(rows[order], row_scores[order])
     return SplitFit(preprocessor, model.cpu(), result, heldout, outliers)
 
 
