@@ -8,16 +8,22 @@ and dropped". Splits are bench/quality.py's (clean, or dirty with 5% planted).
         --settings 0 auto 0.05 --auto-cuts 20 12 8
     # Do planted anomalies stand out in the per-row training loss? (no rejection)
     python bench/experiments/dirty_training.py tails DATA_DIR --sets cardio pendigits
+    # auto, and auto after an early hold: for 30 epochs the top 10% of losses out, or
+    # those beyond 3.5 robust sd
+    python bench/experiments/dirty_training.py holds DATA_DIR --holds 0.1:30 3.5sd:30
 
-`fits` takes 5-40 s a fit on 2 cores; `tails` one fit per set and protocol.
+`fits` takes 5-40 s a fit on 2 cores; `tails` one fit per set and protocol; `holds`
+(no calibration fits: ROC-AUC only) 0.2-8 s a fit.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -96,6 +102,73 @@ def tails(args: argparse.Namespace) -> None:
                   f"| {np.mean(z > 5):.3f} |", flush=True)
 
 
+def holds(args: argparse.Namespace) -> None:
+    """ROC-AUC of `auto`, and of `auto` after an early hold (for its first EPOCHS
+    epochs the top SHARE of training losses leaves the gradient, a curriculum: the bulk
+    first); per fit, then the mean over seeds per set and protocol."""
+    print("| set | seed | protocol | setting | ROC-AUC | rows out at the end |\n"
+          "|---|---:|---|---|---:|---:|")
+    results: dict[tuple[str, str, str], list[float]] = {}
+    for name, seed, protocol, train, test, y, _ in splits(args.data_dir, args.sets, args.seeds):
+        for hold in ["none", *args.holds]:
+            with early_hold(hold):
+                detector = VAEAnomalyDetector(seed=seed, calibration_fits=0).fit(train)
+            auc = roc_auc_score(y, detector.score_columns(test, seed=seed)["anomaly_score"])
+            results.setdefault((protocol, hold, name), []).append(auc)
+            print(f"| {name} | {seed} | {protocol} | hold {hold} | {auc:.4f} | "
+                  f"{len(detector.training_outliers_.rows)} |", flush=True)
+    for protocol in ("dirty", "clean"):
+        print(f"\n{protocol}: mean ROC-AUC over seeds\n| set | " +
+              " | ".join(f"hold {hold}" for hold in ["none", *args.holds]) + " |")
+        for name in [*args.sets, "mean"]:
+            means = [np.mean([np.mean(v) for (p, h, n), v in results.items()
+                              if p == protocol and h == hold and name in (n, "mean")])
+                     for hold in ["none", *args.holds]]
+            print(f"| {name} | " + " | ".join(f"{m:.4f}" for m in means) + " |")
+
+
+@contextlib.contextmanager
+def early_hold(hold: str):
+    """Within it, for the first EPOCHS epochs `auto` rejects the top SHARE of losses
+    ("SHARE:EPOCHS"), or those beyond CUT robust sd, at most 20% ("CUTsd:EPOCHS");
+    then its own rule. "none": as shipped."""
+    if hold == "none":
+        yield
+        return
+    rule, epochs = hold.split(":")
+    early = (float(rule) if not rule.endswith("sd")
+             else partial(robust_cut, sds=float(rule.removesuffix("sd"))))
+    original_cut, original_update = training.loss_cut, training._RowRejection.update
+    epoch = 0
+
+    def cut(losses, contamination):
+        if epoch > int(epochs):
+            return original_cut(losses, contamination)
+        return early(losses) if callable(early) else original_cut(losses, early)
+
+    def tracked_update(self):
+        nonlocal epoch
+        epoch += 1  # one fit at a time: the calibration fits are off
+        count = original_update(self)
+        self.step.weighted = True  # the hold's rows out from the first epoch
+        return count
+
+    training.loss_cut, training._RowRejection.update = cut, tracked_update
+    try:
+        yield
+    finally:
+        training.loss_cut, training._RowRejection.update = original_cut, original_update
+
+
+def robust_cut(losses: np.ndarray, sds: float) -> float:
+    """`auto`'s cut at ``sds`` robust standard deviations (never over 20% of rows)."""
+    original, rejection.AUTO_CUT = rejection.AUTO_CUT, sds
+    try:
+        return rejection.loss_cut(losses, "auto")
+    finally:
+        rejection.AUTO_CUT = original
+
+
 def record_losses(train, seed: int) -> np.ndarray:
     """Each epoch's per-row losses of a fit with row tracking on but no row rejected."""
     recorded = []
@@ -117,7 +190,7 @@ def record_losses(train, seed: int) -> np.ndarray:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("command", choices=("fits", "tails"))
+    parser.add_argument("command", choices=("fits", "tails", "holds"))
     parser.add_argument("data_dir", type=Path, metavar="DATA_DIR")
     parser.add_argument("--sets", nargs="+", default=DEFAULT_SETS)
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
@@ -125,9 +198,11 @@ def main() -> None:
                         help="--contamination values: 0, auto or a share")
     parser.add_argument("--auto-cuts", nargs="+", type=float, default=[rejection.AUTO_CUT],
                         help="robust standard deviations for auto's cut")
+    parser.add_argument("--holds", nargs="+", default=["0.1:30"],
+                        help="early holds for `holds`: SHARE:EPOCHS or CUTsd:EPOCHS")
     args = parser.parse_args()
     args.settings = [s if s == "auto" else float(s) for s in args.settings]
-    {"fits": fits, "tails": tails}[args.command](args)
+    {"fits": fits, "tails": tails, "holds": holds}[args.command](args)
 
 
 if __name__ == "__main__":
