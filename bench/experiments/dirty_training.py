@@ -23,7 +23,6 @@ import contextlib
 import sys
 import tempfile
 import time
-from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -130,21 +129,24 @@ def holds(args: argparse.Namespace) -> None:
 @contextlib.contextmanager
 def early_hold(hold: str):
     """Within it, for the first EPOCHS epochs `auto` rejects the top SHARE of losses
-    ("SHARE:EPOCHS"), or those beyond CUT robust sd, at most 20% ("CUTsd:EPOCHS");
-    then its own rule. "none": as shipped."""
+    ("SHARE:EPOCHS"; "SHARE:EPOCHS:fall", a share falling to 0 over them), or those
+    beyond CUT robust sd, at most 20% ("CUTsd:EPOCHS"); then its own rule. "none": as
+    shipped."""
     if hold == "none":
         yield
         return
-    rule, epochs = hold.split(":")
-    early = (float(rule) if not rule.endswith("sd")
-             else partial(robust_cut, sds=float(rule.removesuffix("sd"))))
+    rule, epochs, *fall = hold.split(":")
+    epochs = int(epochs)
     original_cut, original_update = training.loss_cut, training._RowRejection.update
     epoch = 0
 
     def cut(losses, contamination):
-        if epoch > int(epochs):
+        if epoch > epochs:
             return original_cut(losses, contamination)
-        return early(losses) if callable(early) else original_cut(losses, early)
+        if rule.endswith("sd"):
+            return robust_cut(losses, float(rule.removesuffix("sd")))
+        share = float(rule) * ((1 - (epoch - 1) / epochs) if fall else 1)
+        return original_cut(losses, share)
 
     def tracked_update(self):
         nonlocal epoch
@@ -199,7 +201,7 @@ def main() -> None:
     parser.add_argument("--auto-cuts", nargs="+", type=float, default=[rejection.AUTO_CUT],
                         help="robust standard deviations for auto's cut")
     parser.add_argument("--holds", nargs="+", default=["0.1:30"],
-                        help="early holds for `holds`: SHARE:EPOCHS or CUTsd:EPOCHS")
+                        help="early holds for `holds`: SHARE:EPOCHS[:fall] or CUTsd:EPOCHS")
     args = parser.parse_args()
     args.settings = [s if s == "auto" else float(s) for s in args.settings]
     {"fits": fits, "tails": tails, "holds": holds}[args.command](args)
