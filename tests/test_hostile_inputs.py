@@ -687,8 +687,10 @@ def test_a_file_name_with_glob_characters_is_that_file(work):
 
 
 def test_a_reader_that_stops_early_gets_one_line_and_no_traceback(work):
-    big = pd.concat([pd.read_csv(work / "new.csv")] * 40, ignore_index=True)
-    big.to_csv(work / "big.csv", index=False)  # ~150 KB of output: more than a pipe holds
+    big = pd.concat([pd.read_csv(work / "new.csv")] * 400, ignore_index=True)
+    # ~3 MB of output: more than a pipe holds even when grown to Linux's largest size
+    # (pipe-max-size, 1 MiB), so the command cannot finish before the reader leaves.
+    big.to_csv(work / "big.csv", index=False)
     process = subprocess.Popen(
         [sys.executable, "-m", "vae_anomaly", "score", str(work / "big.csv"),
          "--model", str(work / "model.vae"), "-o", "-", "-q"],

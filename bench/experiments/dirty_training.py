@@ -105,7 +105,7 @@ def holds(args: argparse.Namespace) -> None:
     """ROC-AUC of `auto`, and of `auto` after an early hold (for its first EPOCHS
     epochs the top SHARE of training losses leaves the gradient, a curriculum: the bulk
     first); per fit, then the mean over seeds per set and protocol."""
-    print("| set | seed | protocol | setting | ROC-AUC | rows out at the end |\n"
+    print("| set | seed | protocol | setting | ROC-AUC | training outliers |\n"
           "|---|---:|---|---|---:|---:|")
     results: dict[tuple[str, str, str], list[float]] = {}
     for name, seed, protocol, train, test, y, _ in splits(args.data_dir, args.sets, args.seeds):
