@@ -11,21 +11,25 @@ and dropped". Splits are bench/quality.py's (clean, or dirty with 5% planted).
     # auto, and auto after an early hold: for 30 epochs the top 10% of losses out, or
     # those beyond 3.5 robust sd
     python bench/experiments/dirty_training.py holds DATA_DIR --holds 0.1:30 3.5sd:30
+    # the training rows IsolationForest scores past 0.55 left out of the fit
+    python bench/experiments/dirty_training.py isolation DATA_DIR --isolation-cuts 0.55
 
 `fits` takes 5-40 s a fit on 2 cores; `tails` one fit per set and protocol; `holds`
-(no calibration fits: ROC-AUC only) 0.2-8 s a fit.
+and `isolation` (no calibration fits: ROC-AUC only) 0.2-8 s a fit.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import math
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+from sklearn.ensemble import IsolationForest
 from sklearn.metrics import roc_auc_score
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -162,6 +166,39 @@ def early_hold(hold: str):
         training.loss_cut, training._RowRejection.update = original_cut, original_update
 
 
+def isolation(args: argparse.Namespace) -> None:
+    """ROC-AUC of a default fit (no calibration fits) on the training file without the
+    rows IsolationForest (default settings, on bench/quality.py's peer features)
+    scores past each cut, at most 20% of them; how many rows it left out, and the
+    planted share of them."""
+    print("| set | seed | protocol | left out past | ROC-AUC | rows left out | planted share |"
+          "\n|---|---:|---|---:|---:|---:|---:|")
+    folder = Path(tempfile.mkdtemp())
+    for name in args.sets:
+        raw, typed = quality.load_dataset(args.data_dir / f"{name}.csv.gz")
+        for seed in args.seeds:
+            for protocol, share in (("dirty", 0.05), ("clean", None)):
+                data = quality.split(raw, typed, seed, share)
+                planted = (data.planted if data.planted is not None
+                           else np.zeros(len(data.train), dtype=int))
+                features, _ = quality.peer_features(data.train_typed, data.test_typed)
+                forest = IsolationForest(random_state=seed).fit(features)
+                isolation_score = -forest.score_samples(features)  # 0.5: nothing stands out
+                data.test.to_csv(folder / "test.csv", index=False)
+                test = read_table(folder / "test.csv").drop_columns(["label"])
+                for cut in [math.inf, *args.isolation_cuts]:
+                    keep = isolation_score <= max(cut, np.quantile(isolation_score, 0.8))
+                    data.train[keep].to_csv(folder / "train.csv", index=False)
+                    detector = VAEAnomalyDetector(seed=seed, calibration_fits=0).fit(
+                        read_table(folder / "train.csv"))
+                    scores = detector.score_columns(test, seed=seed)["anomaly_score"]
+                    left_out = ~keep
+                    share_planted = f"{planted[left_out].mean():.2f}" if left_out.any() else "–"
+                    print(f"| {name} | {seed} | {protocol} | {cut} | "
+                          f"{roc_auc_score(data.y_test, scores):.4f} | {left_out.sum()} | "
+                          f"{share_planted} |", flush=True)
+
+
 def robust_cut(losses: np.ndarray, sds: float) -> float:
     """`auto`'s cut at ``sds`` robust standard deviations (never over 20% of rows)."""
     original, rejection.AUTO_CUT = rejection.AUTO_CUT, sds
@@ -192,7 +229,7 @@ def record_losses(train, seed: int) -> np.ndarray:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("command", choices=("fits", "tails", "holds"))
+    parser.add_argument("command", choices=("fits", "tails", "holds", "isolation"))
     parser.add_argument("data_dir", type=Path, metavar="DATA_DIR")
     parser.add_argument("--sets", nargs="+", default=DEFAULT_SETS)
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
@@ -202,9 +239,12 @@ def main() -> None:
                         help="robust standard deviations for auto's cut")
     parser.add_argument("--holds", nargs="+", default=["0.1:30"],
                         help="early holds for `holds`: SHARE:EPOCHS[:fall] or CUTsd:EPOCHS")
+    parser.add_argument("--isolation-cuts", nargs="+", type=float, default=[0.55],
+                        help="IsolationForest scores past which `isolation` leaves rows out")
     args = parser.parse_args()
     args.settings = [s if s == "auto" else float(s) for s in args.settings]
-    {"fits": fits, "tails": tails, "holds": holds}[args.command](args)
+    {"fits": fits, "tails": tails, "holds": holds,
+     "isolation": isolation}[args.command](args)
 
 
 if __name__ == "__main__":
