@@ -169,8 +169,9 @@ def early_hold(hold: str):
 def isolation(args: argparse.Namespace) -> None:
     """ROC-AUC of a default fit (no calibration fits) on the training file without the
     rows IsolationForest (default settings, on bench/quality.py's peer features)
-    scores past each cut, at most 20% of them; how many rows it left out, and the
-    planted share of them."""
+    scores past each cut, at most 20% of them (with --isolation-hold, those fits also
+    hold their highest losses out early); how many rows it left out, and the planted
+    share of them."""
     print("| set | seed | protocol | left out past | ROC-AUC | rows left out | planted share |"
           "\n|---|---:|---|---:|---:|---:|---:|")
     folder = Path(tempfile.mkdtemp())
@@ -189,8 +190,9 @@ def isolation(args: argparse.Namespace) -> None:
                 for cut in [math.inf, *args.isolation_cuts]:
                     keep = isolation_score <= max(cut, np.quantile(isolation_score, 0.8))
                     data.train[keep].to_csv(folder / "train.csv", index=False)
-                    detector = VAEAnomalyDetector(seed=seed, calibration_fits=0).fit(
-                        read_table(folder / "train.csv"))
+                    with early_hold(args.isolation_hold if cut < math.inf else "none"):
+                        detector = VAEAnomalyDetector(seed=seed, calibration_fits=0).fit(
+                            read_table(folder / "train.csv"))
                     scores = detector.score_columns(test, seed=seed)["anomaly_score"]
                     left_out = ~keep
                     share_planted = f"{planted[left_out].mean():.2f}" if left_out.any() else "–"
@@ -241,6 +243,8 @@ def main() -> None:
                         help="early holds for `holds`: SHARE:EPOCHS[:fall] or CUTsd:EPOCHS")
     parser.add_argument("--isolation-cuts", nargs="+", type=float, default=[0.55],
                         help="IsolationForest scores past which `isolation` leaves rows out")
+    parser.add_argument("--isolation-hold", default="none",
+                        help="an early hold (as --holds) for `isolation`'s fits past a cut")
     args = parser.parse_args()
     args.settings = [s if s == "auto" else float(s) for s in args.settings]
     {"fits": fits, "tails": tails, "holds": holds,
