@@ -42,7 +42,8 @@ DEFAULT_SETS = ["cardio", "vowels", "pendigits", "mammography", "satellite"]
 
 
 def splits(data_dir: Path, sets: list[str], seeds: list[int]):
-    """(set, seed, protocol, training table, test table, labels, planted) for each."""
+    """(set, seed, protocol, training table, test table, labels, planted, the split)
+    for each."""
     folder = Path(tempfile.mkdtemp())
     for name in sets:
         raw, typed = quality.load_dataset(data_dir / f"{name}.csv.gz")
@@ -55,19 +56,19 @@ def splits(data_dir: Path, sets: list[str], seeds: list[int]):
                            else np.zeros(len(data.train), dtype=int))
                 yield (name, seed, protocol, read_table(folder / "train.csv"),
                        read_table(folder / "test.csv").drop_columns(["label"]),
-                       data.y_test, planted)
+                       data.y_test, planted, data)
 
 
 def fits(args: argparse.Namespace) -> None:
     print("| set | seed | protocol | setting | auto cut | ROC-AUC | FPR | flagged | precision "
           "| recall | fit s |\n|---|---:|---|---|---:|---:|---:|---:|---:|---:|---:|")
-    for name, seed, protocol, train, test, y, planted in splits(args.data_dir, args.sets,
-                                                                  args.seeds):
+    for name, seed, protocol, train, test, y, planted, _ in splits(args.data_dir, args.sets,
+                                                                     args.seeds):
         for setting in args.settings:
             for cut in (args.auto_cuts if setting == "auto" else [None]):
-                rejection.AUTO_CUT = cut or rejection.AUTO_CUT
                 started = time.perf_counter()
-                detector = VAEAnomalyDetector(seed=seed, contamination=setting).fit(train)
+                with auto_cut(cut or rejection.AUTO_CUT):
+                    detector = VAEAnomalyDetector(seed=seed, contamination=setting).fit(train)
                 seconds = time.perf_counter() - started
                 scored = detector.score_columns(test, seed=seed)
                 rows = detector.training_outliers_.rows
@@ -86,8 +87,8 @@ def tails(args: argparse.Namespace) -> None:
     highest-loss rows, and the share of rows beyond 3 and 5 robust standard deviations."""
     print("| set | protocol | epoch | planted ROC-AUC | planted share of top | >3 sd | >5 sd |"
           "\n|---|---|---:|---:|---:|---:|---:|")
-    for name, seed, protocol, train, _, _, planted in splits(args.data_dir, args.sets,
-                                                             args.seeds):
+    for name, seed, protocol, train, _, _, planted, _ in splits(args.data_dir, args.sets,
+                                                                args.seeds):
         losses = record_losses(train, seed)
         train_rows, _ = VAEAnomalyDetector(seed=seed)._split(train.num_rows)
         planted = planted[train_rows]
@@ -112,7 +113,8 @@ def holds(args: argparse.Namespace) -> None:
     print("| set | seed | protocol | setting | ROC-AUC | training outliers |\n"
           "|---|---:|---|---|---:|---:|")
     results: dict[tuple[str, str, str], list[float]] = {}
-    for name, seed, protocol, train, test, y, _ in splits(args.data_dir, args.sets, args.seeds):
+    for name, seed, protocol, train, test, y, _, _ in splits(args.data_dir, args.sets,
+                                                             args.seeds):
         for hold in ["none", *args.holds]:
             with early_hold(hold):
                 detector = VAEAnomalyDetector(seed=seed, calibration_fits=0).fit(train)
@@ -156,7 +158,7 @@ def early_hold(hold: str):
         nonlocal epoch
         epoch += 1  # one fit at a time: the calibration fits are off
         count = original_update(self)
-        self.step.weighted = True  # the hold's rows out from the first epoch
+        self.step.weighted = True  # weighted arithmetic from the first epoch, as measured
         return count
 
     training.loss_cut, training._RowRejection.update = cut, tracked_update
@@ -175,39 +177,39 @@ def isolation(args: argparse.Namespace) -> None:
     print("| set | seed | protocol | left out past | ROC-AUC | rows left out | planted share |"
           "\n|---|---:|---|---:|---:|---:|---:|")
     folder = Path(tempfile.mkdtemp())
-    for name in args.sets:
-        raw, typed = quality.load_dataset(args.data_dir / f"{name}.csv.gz")
-        for seed in args.seeds:
-            for protocol, share in (("dirty", 0.05), ("clean", None)):
-                data = quality.split(raw, typed, seed, share)
-                planted = (data.planted if data.planted is not None
-                           else np.zeros(len(data.train), dtype=int))
-                features, _ = quality.peer_features(data.train_typed, data.test_typed)
-                forest = IsolationForest(random_state=seed).fit(features)
-                isolation_score = -forest.score_samples(features)  # 0.5: nothing stands out
-                data.test.to_csv(folder / "test.csv", index=False)
-                test = read_table(folder / "test.csv").drop_columns(["label"])
-                for cut in [math.inf, *args.isolation_cuts]:
-                    keep = isolation_score <= max(cut, np.quantile(isolation_score, 0.8))
-                    data.train[keep].to_csv(folder / "train.csv", index=False)
-                    with early_hold(args.isolation_hold if cut < math.inf else "none"):
-                        detector = VAEAnomalyDetector(seed=seed, calibration_fits=0).fit(
-                            read_table(folder / "train.csv"))
-                    scores = detector.score_columns(test, seed=seed)["anomaly_score"]
-                    left_out = ~keep
-                    share_planted = f"{planted[left_out].mean():.2f}" if left_out.any() else "–"
-                    print(f"| {name} | {seed} | {protocol} | {cut} | "
-                          f"{roc_auc_score(data.y_test, scores):.4f} | {left_out.sum()} | "
-                          f"{share_planted} |", flush=True)
+    for name, seed, protocol, _, test, y, planted, data in splits(args.data_dir, args.sets,
+                                                                   args.seeds):
+        features, _ = quality.peer_features(data.train_typed, data.test_typed)
+        forest = IsolationForest(random_state=seed).fit(features)
+        isolation_score = -forest.score_samples(features)  # 0.5: nothing stands out
+        for cut in [math.inf, *args.isolation_cuts]:
+            keep = isolation_score <= max(cut, np.quantile(isolation_score, 0.8))
+            data.train[keep].to_csv(folder / "train.csv", index=False)
+            with early_hold(args.isolation_hold if cut < math.inf else "none"):
+                detector = VAEAnomalyDetector(seed=seed, calibration_fits=0).fit(
+                    read_table(folder / "train.csv"))
+            scores = detector.score_columns(test, seed=seed)["anomaly_score"]
+            left_out = ~keep
+            share_planted = f"{planted[left_out].mean():.2f}" if left_out.any() else "–"
+            print(f"| {name} | {seed} | {protocol} | {cut} | "
+                  f"{roc_auc_score(y, scores):.4f} | {left_out.sum()} | "
+                  f"{share_planted} |", flush=True)
+
+
+@contextlib.contextmanager
+def auto_cut(sds: float):
+    """Within it, `auto` cuts at ``sds`` robust standard deviations."""
+    original, rejection.AUTO_CUT = rejection.AUTO_CUT, sds
+    try:
+        yield
+    finally:
+        rejection.AUTO_CUT = original
 
 
 def robust_cut(losses: np.ndarray, sds: float) -> float:
     """`auto`'s cut at ``sds`` robust standard deviations (never over 20% of rows)."""
-    original, rejection.AUTO_CUT = rejection.AUTO_CUT, sds
-    try:
+    with auto_cut(sds):
         return rejection.loss_cut(losses, "auto")
-    finally:
-        rejection.AUTO_CUT = original
 
 
 def record_losses(train, seed: int) -> np.ndarray:
