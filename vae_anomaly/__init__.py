@@ -5,7 +5,6 @@ Example:
 """
 
 from ._version import __version__
-from .detector import VAEAnomalyDetector
 from .errors import (
     InputError,
     ModelFileError,
@@ -13,7 +12,24 @@ from .errors import (
     TrainingError,
     VAEAnomalyError,
 )
-from .loading import load
 
 __all__ = ["VAEAnomalyDetector", "load", "VAEAnomalyError", "InputError", "ModelFileError",
            "OutputError", "TrainingError", "__version__"]
+
+# The detector and `load` need torch, which takes seconds to import: they load on
+# first use (PEP 562), so that `vae-anomaly --help` and `info` answer at once.
+_LAZY = {"VAEAnomalyDetector": "detector", "load": "loading"}
+
+
+def __getattr__(name: str):
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from importlib import import_module
+
+    value = getattr(import_module(f".{_LAZY[name]}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

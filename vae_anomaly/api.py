@@ -1,7 +1,8 @@
 """File-level operations, one per CLI command: ``fit_file``, ``score_file``,
-``describe_model``. Each validates its paths, calls the detector and returns a
-plain result; none prints. A scoring run over many files, on the local or the
-Dask engine, is ``engines.score_files``, which builds on this module.
+``evaluate_file`` (``describe_model``, for `info`, is in model_info.py). Each
+validates its paths, calls the detector and returns a plain result; none prints.
+A scoring run over many files, on the local or the Dask engine, is
+``engines.score_files``, which builds on this module.
 
 Example:
     >>> result = fit_file("sample_data/train.csv", "model.vae", seed=0)   # doctest: +SKIP
@@ -22,7 +23,6 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from .artifact import FORMAT_NAME, FORMAT_VERSION
 from .data import (
     DEFAULT_CHUNK_ROWS,
     check_output_folder,
@@ -39,12 +39,10 @@ from .data import (
 )
 from .detector import EXPLANATION_COLUMN, SCORE_COLUMNS, VAEAnomalyDetector
 from .errors import InputError, VAEAnomalyError
-from .evaluation import classification_metrics, parse_labels
-from .fitting import FitSummary, TrainingOutliers
+from .fit_summary import FitSummary, TrainingOutliers
 from .health import HealthMonitor
 from .loading import load
 from .params import check_score_options
-from .preprocessing import NUMERIC
 from .training import TrainingCallback
 
 
@@ -185,6 +183,9 @@ def evaluate_file(data, model_path, *, label_column: str, seed: int | None = Non
                   device: str = "cpu", chunk_size: int = DEFAULT_CHUNK_ROWS,
                   kind: str | None = None) -> dict:
     """Score the labelled file ``data`` as ``score`` would and return its metrics."""
+    # Here, not above: scikit-learn's metrics take a second to import, and `score` needs none.
+    from .evaluation import classification_metrics, parse_labels
+
     data, name = Path(data), source_name(data)
     check_score_options(seed=seed, samples=samples, threshold=threshold)
     detector = load(model_path)
@@ -297,55 +298,3 @@ def _with_scores(table: pa.Table, scores: dict) -> pa.Table:
     for name, values in scores.items():
         table = table.append_column(name, pa.array(values))
     return table
-
-
-def describe_model(model_path) -> dict:
-    """A JSON-compatible description of a model file, for ``vae-anomaly info``."""
-    detector = load(model_path)
-    meta = detector.metadata_
-    training = dict(meta["training"])
-    last = training["history"][training["best_epoch"] - 1] if training["history"] else {}
-    training["final_losses"] = (
-        f"validation loss {last.get('val_loss', float('nan')):.4g} = reconstruction "
-        f"{last.get('val_reconstruction', float('nan')):.4g} + KL {last.get('val_kl', float('nan')):.4g}"
-    )
-    config = meta["config"]
-    return {
-        "path": str(model_path),
-        "format": meta.get("format", FORMAT_NAME),
-        "format_version": meta.get("format_version", FORMAT_VERSION),
-        "created": meta["created"],
-        "columns": [_describe_column(c) for c in meta["preprocessing"]["columns"]],
-        "ignored_columns": meta["preprocessing"]["ignored"],
-        "threshold": meta["threshold"],
-        "fpr": meta["params"]["fpr"],
-        "samples": meta["params"]["samples"],
-        "seed": meta["params"]["seed"],
-        "params": meta["params"],
-        "architecture": config,
-        "architecture_summary": (
-            f"{sum(config['category_sizes']) + config['n_numeric'] + config['n_indicators']} inputs"
-            f" -> {config['hidden_dims']} -> latent {config['latent_dim']}; "
-            f"decoder variance per {config['decoder_variance']}"),
-        "training": training,
-        "training_outliers": _outliers_summary(training, meta["params"]),
-        "versions": meta["versions"],
-    }
-
-
-def _outliers_summary(training: dict, params: dict) -> str:
-    """The training rows robust training judged anomalous, in words, and the setting
-    (model files from before it: none, and no setting)."""
-    count = training.get("training_outliers", 0)
-    setting = params.get("contamination", 0)
-    return (f"{count} of {training['rows']} training-file rows "
-            f"({100 * count / max(training['rows'], 1):.1f}%; --contamination {setting})")
-
-
-def _describe_column(column: dict) -> dict:
-    if column["kind"] == NUMERIC:
-        details = (f"median {column['median']:.4g}, range [{column['min']:.4g}, "
-                   f"{column['max']:.4g}], missing {column['missing_rate']:.1%}")
-    else:
-        details = f"{len(column['levels']) + len(column['rare_levels'])} levels"
-    return {"name": column["name"], "kind": column["kind"], "details": details}

@@ -16,14 +16,15 @@ import json
 import os
 import struct
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
+import numpy as np
 from safetensors import SafetensorError
-from safetensors.torch import load as load_tensors
-from safetensors.torch import save as save_tensors
 
-from .data import atomic_output
 from .errors import ModelFileError
+
+if TYPE_CHECKING:
+    import torch
 
 FORMAT_NAME = "vae-anomaly-model"
 # 2: quantile-mapped numeric columns; 3: the calibration fits' parameter and counts.
@@ -35,6 +36,8 @@ _MAX_HEADER_BYTES = 100_000_000
 
 def model_to_bytes(metadata: dict, tensors: dict[str, torch.Tensor]) -> bytes:
     """Serialise metadata (JSON-compatible) and tensors into the model-file bytes."""
+    from safetensors.torch import save as save_tensors
+
     tensors = {name: t.detach().cpu().contiguous() for name, t in tensors.items()}
     header = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION,
               "tensor_sha256": _tensor_digest(tensors), **metadata}
@@ -42,13 +45,17 @@ def model_to_bytes(metadata: dict, tensors: dict[str, torch.Tensor]) -> bytes:
 
 
 def write_model(path: str | os.PathLike, metadata: dict, tensors: dict[str, torch.Tensor]) -> None:
+    from .data import atomic_output  # writing needs pyarrow's module; reading does not
+
     payload = model_to_bytes(metadata, tensors)
     with atomic_output(path, "wb") as stream:
         stream.write(payload)
 
 
-def read_model(path: str | os.PathLike) -> tuple[dict, dict[str, torch.Tensor]]:
-    """Read and verify a model file; raise ModelFileError with the reason and the fix."""
+def read_model(path: str | os.PathLike, *, as_numpy: bool = False) -> tuple[dict, dict]:
+    """Read and verify a model file; raise ModelFileError with the reason and the fix.
+    The tensors come as torch tensors, or with ``as_numpy`` as numpy arrays (`info`
+    reads a model without importing torch)."""
     path = Path(path)
     if not path.exists():
         raise ModelFileError(f"model file not found: {path}; train one with "
@@ -59,13 +66,18 @@ def read_model(path: str | os.PathLike) -> tuple[dict, dict[str, torch.Tensor]]:
         payload = path.read_bytes()
     except OSError as exc:
         raise ModelFileError(f"cannot read model file {path}: {exc.strerror}") from None
-    return model_from_bytes(payload, name=path.name)
+    return model_from_bytes(payload, name=path.name, as_numpy=as_numpy)
 
 
-def model_from_bytes(payload: bytes, name: str = "the model") -> tuple[dict, dict[str, torch.Tensor]]:
+def model_from_bytes(payload: bytes, name: str = "the model", *,
+                     as_numpy: bool = False) -> tuple[dict, dict]:
     """Parse model-file bytes (e.g. sent to a worker) with the same checks as read_model."""
     header = _parse_header(payload, name)
     metadata = _our_metadata(header, name)
+    if as_numpy:
+        from safetensors.numpy import load as load_tensors
+    else:
+        from safetensors.torch import load as load_tensors
     try:
         tensors = load_tensors(payload)
     except (SafetensorError, ValueError, RuntimeError):
@@ -113,11 +125,24 @@ def _our_metadata(header: dict, name: str) -> dict:
     return metadata
 
 
-def _tensor_digest(tensors: dict[str, torch.Tensor]) -> str:
+def _tensor_digest(tensors: dict) -> str:
+    """SHA-256 over each tensor's name, dtype (torch's name for it), shape and bytes:
+    the same for torch tensors and for the numpy arrays `info` reads."""
     digest = hashlib.sha256()
     for name in sorted(tensors):
-        tensor = tensors[name].contiguous()
+        dtype, shape, raw = _tensor_bytes(tensors[name])
         digest.update(name.encode())
-        digest.update(str(tensor.dtype).encode() + str(tuple(tensor.shape)).encode())
-        digest.update(tensor.view(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+        digest.update(dtype.encode() + str(shape).encode())
+        digest.update(raw)
     return digest.hexdigest()
+
+
+def _tensor_bytes(tensor) -> tuple[str, tuple, bytes]:
+    if isinstance(tensor, np.ndarray):
+        return f"torch.{tensor.dtype.name}", tuple(tensor.shape), \
+            np.ascontiguousarray(tensor).tobytes()
+    import torch  # already loaded: the tensor is a torch tensor
+
+    tensor = tensor.contiguous()
+    raw = tensor.view(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b""
+    return str(tensor.dtype), tuple(tensor.shape), raw

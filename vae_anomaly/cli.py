@@ -16,21 +16,23 @@ import signal
 import sys
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
 from ._version import __version__
-from .api import describe_model, evaluate_file, fit_file
-from .calibration import calibration_source
-from .data import DEFAULT_CHUNK_ROWS, source_name
-from .engines import score_files
-from .report import write_report
+from .defaults import DEFAULT_BETA, DEFAULT_CHUNK_ROWS, DEFAULT_FPR
 from .errors import VAEAnomalyError
-from .training import DEFAULT_BETA, EpochStats
+
+if TYPE_CHECKING:
+    from rich.progress import Progress
+
+    from .training import EpochStats
+
+# Each command imports the library modules it runs inside its own body: torch, pandas,
+# pyarrow and scikit-learn take seconds to import, and `--help`, `--version` and
+# `info` need none of them (tests/test_startup.py; docs/benchmarks.md, "Start-up").
 
 EXIT_OK, EXIT_ANOMALIES, EXIT_BAD_INPUT, EXIT_DRIFT, EXIT_INTERNAL, EXIT_INTERRUPTED = \
     0, 1, 2, 3, 4, 130
@@ -148,6 +150,8 @@ def _progress(quiet: bool) -> Progress | None:
     console = _stderr()
     if quiet or not console.is_terminal:
         return None
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
     return Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(),
                     console=console, transient=True)
 
@@ -203,7 +207,7 @@ def fit(
         help="Size of the latent code z. Default: from the number of inputs.")] = None,
     beta: Annotated[float, typer.Option(help="Weight of the KL term in the training loss.")] = DEFAULT_BETA,
     fpr: Annotated[float, typer.Option(
-        help="Target false-positive rate that sets the threshold on held-out normal rows.")] = 0.01,
+        help="Target false-positive rate that sets the threshold on held-out normal rows.")] = DEFAULT_FPR,
     calibration_fits: Annotated[int, typer.Option(
         help="Extra fits on files under 6,000 rows, each holding out other rows, so that "
              "about 600 held-out scores set the threshold. 0: only the validation rows "
@@ -236,6 +240,8 @@ def fit(
     \b
     Example: vae-anomaly fit normal.csv --model model.vae --exclude id --seed 1
     """
+    from .api import fit_file
+
     progress = _progress(quiet)
     callbacks = [_EpochProgress(progress)] if progress else []
     options = dict(seed=seed, exclude=exclude or [], categorical=categorical or [],
@@ -334,6 +340,8 @@ def score(
     Partitioned data on a Dask cluster:
     vae-anomaly score 'data/part-*.parquet' --engine dask --scheduler tcp://host:8786 --output-dir scored/
     """
+    from .engines import score_files
+
     results = _run(lambda: score_files(data, model, output=output, output_dir=output_dir,
                                        summary=summary, engine=engine.value, scheduler=scheduler,
                                        seed=seed, samples=samples, threshold=threshold,
@@ -351,6 +359,8 @@ def score(
 
 
 def _report_scored(console: Console, result) -> None:
+    from .data import source_name
+
     for finding in result.health["findings"]:
         console.print(f"Warning: {source_name(result.input)}: {finding}", markup=False)
     if result.rows == 0:
@@ -391,6 +401,8 @@ def evaluate(
     \b
     Example: vae-anomaly evaluate labeled.csv --label-column label --json
     """
+    from .api import evaluate_file
+
     metrics = _run(lambda: evaluate_file(data, model, label_column=label_column, seed=seed,
                                          samples=samples, threshold=threshold,
                                          device=device.value,
@@ -402,6 +414,8 @@ def evaluate(
 
 
 def _render_metrics(m: dict) -> None:
+    from rich.table import Table
+
     def number(value, why="one class only"):
         return f"n/a ({why})" if value is None else f"{value:.4f}"
 
@@ -443,6 +457,8 @@ def report(
     \b
     Example: vae-anomaly report model.vae scored.csv --output report.html
     """
+    from .report import write_report
+
     path = _run(lambda: write_report(model, output, scored_path=scored, top=top))
     if not quiet:
         _stderr().print(f"Wrote {path}", markup=False)
@@ -458,6 +474,8 @@ def info(
     \b
     Example: vae-anomaly info model.vae --json
     """
+    from .model_info import describe_model
+
     description = _run(lambda: describe_model(model))
     if as_json:
         typer.echo(json.dumps(description, indent=2))
@@ -466,6 +484,10 @@ def info(
 
 
 def _render_info(d: dict) -> None:
+    from rich.table import Table
+
+    from .calibration import calibration_source
+
     console = Console(highlight=False)
     columns = Table(title=f"Columns of {d['path']}")
     for heading in ("column", "kind", "details"):

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import fcntl
+import functools
 import io
 import os
 import re
@@ -21,26 +22,30 @@ import tempfile
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
+from .defaults import DEFAULT_CHUNK_ROWS
 from .errors import InputError, OutputError
 
-# Cell texts read as missing; the same set pandas treats as NA by default.
-MISSING_TOKENS = pa.array(
-    ["", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND",
-     "1.#QNAN", "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null"]
-)
+if TYPE_CHECKING:
+    import pandas as pd
+
+# Cell texts read as missing; the same set pandas treats as NA by default. Kept as a
+# tuple: an Arrow array built at import would import pandas (pyarrow's pa.array
+# does), which `info` must not wait for.
+MISSING_TOKENS = ("", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan",
+                  "1.#IND", "1.#QNAN", "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a",
+                  "nan", "null")
 PARQUET_SUFFIXES = (".parquet", ".pq")
 # A CSV name's last extension picks its codec; pyarrow's streams do the work.
 CSV_CODECS = {".gz": "gzip", ".bz2": "bz2", ".zst": "zstd"}
 STDIN = "-"
-DEFAULT_CHUNK_ROWS = 100_000
 # Bytes of CSV text parsed at a time. Arrow parses blocks ahead on its threads, so
 # this (not the chunk size alone) sets the reader's share of peak memory: 8 MiB
 # blocks peaked at 773 MiB RSS reading and writing 5M rows, 1 MiB at 423 MiB, at the
@@ -351,7 +356,9 @@ def to_arrow(frame: pd.DataFrame | pa.Table) -> pa.Table:
     if isinstance(frame, pa.Table):
         _refuse_repeated_names(frame.column_names, "Arrow table", "")
         return frame
-    if not isinstance(frame, pd.DataFrame):
+    # pandas is imported only when it may be in use: a DataFrame implies it already is.
+    pd = sys.modules.get("pandas")
+    if pd is None or not isinstance(frame, pd.DataFrame):
         raise InputError(f"expected a pandas DataFrame or pyarrow Table, got {type(frame).__name__}")
     # Names become text: 1 and "1" would be one column, and one of them would be lost.
     _refuse_repeated_names([str(name) for name in frame.columns], "DataFrame", " (as text)")
@@ -373,6 +380,11 @@ def _refuse_repeated_names(names: list[str], what: str, how: str) -> None:
 
 
 # ----- typed conversion ---------------------------------------------------------------
+@functools.cache
+def _missing_tokens() -> pa.Array:
+    return pa.array(MISSING_TOKENS, pa.string())
+
+
 def plain_array(values) -> pa.Array:
     """One Arrow array from a column (a ChunkedArray of any number of chunks) or an array."""
     if isinstance(values, pa.ChunkedArray):
@@ -389,7 +401,7 @@ def missing_mask(values) -> np.ndarray:
     values = plain_array(values)
     missing = pc.is_null(values, nan_is_null=pa.types.is_floating(values.type))
     if is_text(values.type):
-        token = pc.is_in(pc.utf8_trim_whitespace(values), value_set=MISSING_TOKENS)
+        token = pc.is_in(pc.utf8_trim_whitespace(values), value_set=_missing_tokens())
         missing = pc.or_(missing, pc.fill_null(token, True))
     return missing.to_numpy(zero_copy_only=False)
 
@@ -431,6 +443,8 @@ def _parse_text_numbers(values: pa.Array, missing: np.ndarray, column: str,
     try:
         return pc.cast(text, pa.float64()).to_numpy(zero_copy_only=False)
     except pa.ArrowInvalid:
+        import pandas as pd  # its number parser, only for text Arrow could not cast
+
         parsed = pd.to_numeric(pd.Series(text.to_pylist(), dtype=object), errors="coerce")
         bad = np.flatnonzero(parsed.isna().to_numpy() & ~missing)
         row = int(bad[0]) if len(bad) else 0

@@ -32,12 +32,14 @@ from .calibration import (MAX_CALIBRATION_FITS, calibration_folds, conformal_p_v
 from .data import to_arrow
 from .errors import InputError
 from .explanation import column_contributions, top_columns
-from .fitting import FitLabel, FitSummary, SplitFit, fit_split, unlabelled
+from .fit_summary import FitSummary
+from .fitting import FitLabel, SplitFit, fit_split, unlabelled
 from .health import HealthMonitor
 from .params import check_params, check_score_options, names, resolve_device
 from .preprocessing import EncodedBatch
-from .scoring import DEFAULT_SAMPLES, SCORE_KINDS, ScoreParts, score_rows
-from .training import DEFAULT_BETA, TrainingCallback, TrainingConfig
+from .defaults import DEFAULT_BETA, DEFAULT_FPR, DEFAULT_SAMPLES, SCORE_KINDS
+from .scoring import ScoreParts, score_rows
+from .training import TrainingCallback, TrainingConfig
 
 MIN_TRAINING_ROWS = 10
 SCORE_COLUMNS = ("anomaly_score", "is_anomaly", "p_value", "reconstruction_nll", "kl_divergence",
@@ -53,7 +55,7 @@ class VAEAnomalyDetector:
     """
 
     def __init__(self, *, latent_dim: int | None = None, epochs: int | None = None,
-                 batch_size: int | None = None, beta: float = DEFAULT_BETA, fpr: float = 0.01,
+                 batch_size: int | None = None, beta: float = DEFAULT_BETA, fpr: float = DEFAULT_FPR,
                  samples: int = DEFAULT_SAMPLES, validation_fraction: float = 0.1,
                  learning_rate: float | None = None, categorical: Sequence[str] = (),
                  exclude: Sequence[str] = (), score_kind: str = "elbo", device: str = "auto",

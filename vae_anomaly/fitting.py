@@ -3,8 +3,8 @@
 ``fit_split`` is one fit of ``VAEAnomalyDetector.fit``: the main fit, or one of the
 extra calibration fits (calibration.py). Its held-out rows give the scores that set
 the threshold; the rows robust training judges anomalous, of both parts, are the
-training file's outliers. ``FitSummary`` describes the whole fit of a detector, all
-its splits together.
+training file's outliers. ``FitSummary`` (fit_summary.py) describes the whole fit of
+a detector, all its splits together.
 """
 
 from __future__ import annotations
@@ -17,44 +17,13 @@ import numpy as np
 import pyarrow as pa
 import torch
 
+from .fit_summary import FitSummary, TrainingOutliers
 from .model import TabularVAE, VAEConfig
 from .preprocessing import EncodedBatch, Preprocessor
 from .rejection import MAX_CONTAMINATION
 from .scoring import ScoreParts, score_rows
 from .training import (EpochStats, Tensors, TrainingCallback, TrainingConfig, TrainingResult,
                        row_losses, train)
-
-
-@dataclass
-class FitSummary:
-    """What a detector's fit did, over all its fits (the model file's ``training``)."""
-
-    rows: int
-    train_rows: int
-    validation_rows: int
-    epochs_run: int
-    best_epoch: int
-    stopped_early: bool
-    seconds: float
-    device: str
-    history: list[dict]
-    # Rows whose held-out scores set the threshold: the validation rows, plus those of
-    # the extra calibration fits on small files (0 = model files from before them).
-    # ``seconds`` covers all fits; ``history`` and the epochs are the main fit's.
-    calibration_rows: int = 0
-    calibration_fits: int = 0
-    # Rows of the training file judged anomalous by robust training (0 = model files
-    # from before it, or --contamination 0).
-    training_outliers: int = 0
-
-
-@dataclass
-class TrainingOutliers:
-    """The training file's rows judged anomalous: 0-based row numbers, sorted, and
-    their anomaly scores (the detector's score kind)."""
-
-    rows: np.ndarray
-    scores: np.ndarray
 
 
 @dataclass

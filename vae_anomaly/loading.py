@@ -1,4 +1,6 @@
-"""``load`` and ``loads``: a ``VAEAnomalyDetector`` rebuilt from a model file.
+"""``load`` and ``loads``: a ``VAEAnomalyDetector`` rebuilt from a model file, and
+``read_checked``: the same file's metadata with the same checks, without torch
+(for `info`).
 
 Everything the file says is checked on load, so that a damaged or hand-edited
 file fails here with ``ModelFileError`` and not later, in the middle of scoring.
@@ -7,34 +9,74 @@ Loading never executes code from the file (artifact.py reads it).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, TypeVar
+
 import numpy as np
-import torch
 
 from .artifact import model_from_bytes, read_model
-from .detector import VAEAnomalyDetector
+from .defaults import DEFAULT_FPR, DEFAULT_SAMPLES, SCORE_KINDS
 from .errors import InputError, ModelFileError
-from .fitting import FitSummary, TrainingOutliers
-from .model import TabularVAE, VAEConfig
+from .fit_summary import FitSummary, TrainingOutliers
 from .params import check_params, is_int
 from .preprocessing import Preprocessor
-from .scoring import SCORE_KINDS
+
+if TYPE_CHECKING:
+    from .detector import VAEAnomalyDetector
+
+T = TypeVar("T")
+
+
+@dataclass
+class ModelParts:
+    """What a model file holds besides the network, each part rebuilt and checked."""
+
+    metadata: dict
+    preprocessor: Preprocessor
+    summary: FitSummary
+    calibration_scores: dict[str, np.ndarray]
+    training_outliers: TrainingOutliers
 
 
 def load(path) -> VAEAnomalyDetector:
     """Load a model file written by ``save`` / ``vae-anomaly fit``. Never executes code."""
     metadata, tensors = read_model(path)
-    return _rebuild_checked(metadata, tensors, getattr(path, "name", path))
+    name = getattr(path, "name", path)
+    return _checked(name, lambda: _rebuild(metadata, tensors))
 
 
 def loads(payload: bytes, name: str = "the model") -> VAEAnomalyDetector:
     """Load a model from model-file bytes (e.g. sent to a Dask worker); same checks as load."""
     metadata, tensors = model_from_bytes(payload, name=name)
-    return _rebuild_checked(metadata, tensors, name)
+    return _checked(name, lambda: _rebuild(metadata, tensors))
 
 
-def _rebuild_checked(metadata: dict, tensors: dict[str, torch.Tensor], name) -> VAEAnomalyDetector:
+def read_checked(path) -> ModelParts:
+    """A model file's parts with every check ``load`` makes but the network's own
+    (its weights' names and shapes), reading the tensors with numpy: `info` runs
+    without importing torch."""
+    metadata, arrays = read_model(path, as_numpy=True)
+    name = getattr(path, "name", path)
+
+    def check() -> ModelParts:
+        parts = _parts(metadata, arrays)
+        settings = SimpleNamespace(**{
+            **{key: None for key in ("epochs", "batch_size", "latent_dim", "beta",
+                                     "validation_fraction", "learning_rate")},
+            "samples": DEFAULT_SAMPLES, "seed": 0, "fpr": DEFAULT_FPR, "score_kind": "elbo",
+            "categorical": (), "exclude": (), "calibration_fits": 0, **metadata["params"]})
+        check_params(settings, for_fit=False)
+        _check_consistent(parts, metadata["config"])
+        return parts
+
+    return _checked(name, check)
+
+
+def _checked(name, rebuild: Callable[[], T]) -> T:
     try:
-        return _rebuild(metadata, tensors)
+        return rebuild()
     except InputError as exc:  # a parameter no fit would have accepted
         raise ModelFileError(f"{name} has an invalid setting ({exc}); "
                              "fit the model again") from None
@@ -44,41 +86,58 @@ def _rebuild_checked(metadata: dict, tensors: dict[str, torch.Tensor], name) -> 
                              "fit the model again") from None
 
 
-def _rebuild(metadata: dict, tensors: dict[str, torch.Tensor]) -> VAEAnomalyDetector:
+def _parts(metadata: dict, tensors: dict) -> ModelParts:
+    def numbers(key: str, dtype) -> np.ndarray:
+        value = tensors[key]
+        return np.asarray(value if isinstance(value, np.ndarray) else value.numpy(), dtype=dtype)
+
+    # Model files from before robust training hold no outliers.
+    has_outliers = "training_outliers.rows" in tensors
+    return ModelParts(
+        metadata=metadata,
+        preprocessor=Preprocessor.from_state(metadata["preprocessing"]),
+        summary=FitSummary(**metadata["training"]),
+        calibration_scores={kind: numbers(f"calibration_scores.{kind}", np.float64)
+                            for kind in SCORE_KINDS},
+        training_outliers=TrainingOutliers(
+            numbers("training_outliers.rows", np.int64) if has_outliers
+            else np.zeros(0, np.int64),
+            numbers("training_outliers.scores", np.float64) if has_outliers else np.zeros(0)))
+
+
+def _rebuild(metadata: dict, tensors: dict) -> VAEAnomalyDetector:
+    from .detector import VAEAnomalyDetector
+    from .model import TabularVAE, VAEConfig
+
+    parts = _parts(metadata, tensors)
     # Files from before the calibration fits were fitted without them.
     detector = VAEAnomalyDetector(**{"calibration_fits": 0, **metadata["params"]})
-    detector.preprocessor_ = Preprocessor.from_state(metadata["preprocessing"])
+    detector.preprocessor_ = parts.preprocessor
     detector.config_ = VAEConfig(**metadata["config"])
     detector.model_ = TabularVAE(detector.config_)
     weights = {k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")}
     detector.model_.load_state_dict(weights, strict=True)
     detector.model_.eval()
-    detector.calibration_scores_ = {
-        kind: tensors[f"calibration_scores.{kind}"].double().numpy() for kind in SCORE_KINDS}
-    detector.summary_ = FitSummary(**metadata["training"])
-    # Model files from before robust training hold no outliers.
-    detector.training_outliers_ = TrainingOutliers(
-        tensors["training_outliers.rows"].numpy() if "training_outliers.rows" in tensors
-        else np.zeros(0, np.int64),
-        tensors["training_outliers.scores"].double().numpy() if "training_outliers.scores"
-        in tensors else np.zeros(0))
+    detector.calibration_scores_ = parts.calibration_scores
+    detector.summary_ = parts.summary
+    detector.training_outliers_ = parts.training_outliers
     detector.metadata_ = metadata
     # Everything the file says is checked now, so that a damaged or hand-edited file
     # fails here with ModelFileError and not later, in the middle of scoring.
     check_params(detector, for_fit=False)
-    _check_consistent(detector)
+    _check_consistent(parts, metadata["config"])
     return detector
 
 
-def _check_consistent(detector: VAEAnomalyDetector) -> None:
-    """Raise ValueError where the parts of a loaded model do not fit together."""
-    layout, config = detector.preprocessor_.layout, detector.config_
+def _check_consistent(parts: ModelParts, config: dict) -> None:
+    """Raise ValueError where the parts of a model file do not fit together."""
+    layout = parts.preprocessor.layout
     if (layout.n_numeric, layout.n_indicators, list(layout.category_sizes)) != (
-            config.n_numeric, config.n_indicators, list(config.category_sizes)):
+            config["n_numeric"], config["n_indicators"], list(config["category_sizes"])):
         raise ValueError("its column descriptions do not match its network's inputs")
-    for kind, scores in detector.calibration_scores_.items():
+    for kind, scores in parts.calibration_scores.items():
         if scores.ndim != 1 or len(scores) == 0 or np.isnan(scores).any():
             raise ValueError(f"its held-out {kind} scores are empty or not numbers")
-    summary = detector.summary_
+    summary = parts.summary
     if not (is_int(summary.best_epoch) and 0 <= summary.best_epoch <= len(summary.history)):
         raise ValueError("its training history does not hold its best epoch")

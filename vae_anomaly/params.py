@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import math
 import numbers
+from typing import TYPE_CHECKING
 
-import torch
-
+from .defaults import MAX_SAMPLES, SCORE_KINDS
 from .errors import InputError
 from .rejection import MAX_CONTAMINATION, parse_contamination
-from .scoring import MAX_SAMPLES, SCORE_KINDS
+
+if TYPE_CHECKING:
+    import torch
 
 _WHOLE_NUMBERS = ("samples", "seed", "calibration_fits", "epochs", "batch_size", "latent_dim")
 _REAL_NUMBERS = ("fpr", "beta", "validation_fraction", "learning_rate")
@@ -109,6 +111,8 @@ def check_score_options(*, seed=None, samples=None, threshold=None, explain=None
 
 def resolve_device(requested: str) -> torch.device:
     """'auto' picks CUDA when present; asking for CUDA without one is an input error."""
+    import torch  # here, not above: the parameter checks also serve torch-free `info`
+
     if requested == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if requested == "cuda" and not torch.cuda.is_available():

@@ -17,16 +17,18 @@ The state is plain JSON-compatible data, stored in the model file.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-from scipy import special
 
 from .data import (category_text, is_text, looks_numeric, missing_mask, parse_numeric,
                    plain_array, to_arrow)
 from .errors import InputError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 NUMERIC = "numeric"
 CATEGORICAL = "categorical"
@@ -365,6 +367,8 @@ def _cells_to_learn_from(missing: np.ndarray, rows: np.ndarray | None) -> np.nda
 
 
 def _level_counts(values: pa.ChunkedArray) -> pd.Series:
+    import pandas as pd  # fit time only: scoring and `info` run without pandas
+
     counted = pc.value_counts(category_text(values).drop_null())
     return pd.Series(counted.field("counts").to_numpy(),
                      index=counted.field("values").to_pylist())
@@ -413,6 +417,8 @@ def _quantile_knots(numbers: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     mid_ranks = (np.searchsorted(ordered, knots, side="left")
                  + np.searchsorted(ordered, knots, side="right")) / 2.0
     cdf = np.clip(mid_ranks / n, 0.5 / n, 1.0 - 0.5 / n)
+    from scipy import special  # fit time only: scoring runs without scipy
+
     return knots, special.ndtri(cdf)
 
 

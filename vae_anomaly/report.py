@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .api import describe_model
+from .model_info import describe_model
 from .calibration import calibration_source
 from .data import atomic_output, read_table, refuse_same_file
 from .detector import EXPLANATION_COLUMN, SCORE_COLUMNS, VAEAnomalyDetector

@@ -27,19 +27,17 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .defaults import DEFAULT_SAMPLES, MAX_SAMPLES, SCORE_KINDS
 from .model import TabularVAE, gaussian_kl, reconstruction_nll, reparameterize
 from .preprocessing import EncodedBatch
 
-DEFAULT_SAMPLES = 16
-SCORE_KINDS = ("elbo", "iwae")  # the anomaly scores: negative ELBO, IWAE estimate
 _ROWS_PER_PASS = 1024  # K x rows x width activations: small enough to stay in cache
 # Above 64 draws a pass holds fewer rows, so its K x rows stays at 64 x 1,024: at the
 # top of the --samples range (65,536) a pass of 1,024 rows needed tens of GB.
 _DRAWS_PER_PASS = 64 * _ROWS_PER_PASS
 
 _MASK32 = 0xFFFFFFFF
-_TABLE_SIZE = 1 << 16
-MAX_SAMPLES = _TABLE_SIZE  # distinct draws per row from the noise table
+_TABLE_SIZE = MAX_SAMPLES  # distinct draws per row from the noise table
 # Distinct odd constants that give each stream its own 32-bit key.
 _STREAM_KEYS = (0x9E3779B9, 0x85EBCA6B, 0xC2B2AE35, 0x27D4EB2F)
 

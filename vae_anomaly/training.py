@@ -61,11 +61,6 @@ _EVAL_ROWS = 16_384  # validation rows per forward pass, to bound memory
 # steps settle into a lower validation loss than a constant rate in the same
 # epochs (docs/benchmarks.md, "Tried and dropped"). Runs that stop early never reach the decay.
 _FINAL_LEARNING_RATE_FRACTION = 0.05
-# The KL weight users get. 0.25 rather than 0.5: on the 16 benchmark sets it lifted
-# cardio from 0.910 to 0.926 ROC-AUC and churn from 0.686 to 0.703, with the mean
-# over all 16 unchanged, and kept sample_data's broken relations (0.994); 0.1 went
-# further on cardio but lost satellite and sample_data (docs/benchmarks.md, "Tried and dropped").
-DEFAULT_BETA = 0.25
 
 
 @dataclass
