@@ -14,7 +14,7 @@ from sklearn.base import clone
 
 from conftest import FAST_FIT, make_records
 from vae_anomaly import load
-from vae_anomaly.detector import VAEAnomalyDetector
+from vae_anomaly import VAEAnomalyDetector
 from vae_anomaly.errors import InputError
 
 TINY_FIT = {**FAST_FIT, "epochs": 2}

@@ -9,7 +9,7 @@ import torch
 
 from conftest import make_records
 from vae_anomaly import training
-from vae_anomaly.detector import VAEAnomalyDetector
+from vae_anomaly import VAEAnomalyDetector
 from vae_anomaly.model import TabularVAE, VAEConfig
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

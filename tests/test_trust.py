@@ -105,8 +105,7 @@ class _Recorder:
 def test_a_small_file_sets_its_threshold_on_600_held_out_scores_from_3_fits():
     frame = make_records(1500, seed=5)
     detector = VAEAnomalyDetector(epochs=10, seed=0)
-    detector.callbacks = [recorder := _Recorder()]
-    detector.fit(frame)
+    detector.fit(frame, callbacks=[recorder := _Recorder()])
     summary = detector.summary_
     assert (summary.validation_rows, summary.calibration_fits) == (200, 2)
     assert summary.calibration_rows == 600 == len(detector.calibration_scores_["elbo"])

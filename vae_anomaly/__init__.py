@@ -16,9 +16,9 @@ from .errors import (
 __all__ = ["VAEAnomalyDetector", "load", "VAEAnomalyError", "InputError", "ModelFileError",
            "OutputError", "TrainingError", "__version__"]
 
-# The detector and `load` need torch, which takes seconds to import: they load on
-# first use (PEP 562), so that `vae-anomaly --help` and `info` answer at once.
-_LAZY = {"VAEAnomalyDetector": "detector", "load": "loading"}
+# The estimator and `load` need torch and scikit-learn, which take seconds to import:
+# they load on first use (PEP 562), so that `vae-anomaly --help` and `info` answer at once.
+_LAZY = {"VAEAnomalyDetector": "estimator", "load": "loading"}
 
 
 def __getattr__(name: str):

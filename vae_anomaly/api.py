@@ -37,7 +37,7 @@ from .data import (
     source_name,
     table_output,
 )
-from .detector import EXPLANATION_COLUMN, SCORE_COLUMNS, VAEAnomalyDetector
+from .detector import EXPLANATION_COLUMN, SCORE_COLUMNS, Detector
 from .errors import InputError, VAEAnomalyError
 from .fit_summary import FitSummary, TrainingOutliers
 from .health import HealthMonitor
@@ -88,9 +88,8 @@ def fit_file(data, model_path, *, callbacks: Sequence[TrainingCallback] = (),
         frame = read_table(data)
         if outliers_path is not None:
             _refuse_outlier_column_clash(frame)
-        detector = VAEAnomalyDetector(**detector_options)
-        detector.callbacks = list(callbacks)
-        detector.fit(frame, source=source_name(data))
+        detector = Detector(**detector_options)
+        detector.fit(frame, source=source_name(data), callbacks=callbacks)
         if outliers_path is not None:
             write_training_outliers(frame, detector.training_outliers_, outliers_path)
         detector.save(model_path)
@@ -137,7 +136,7 @@ def score_file(data, model_path, *, output: str | Path | None = None, seed: int 
                samples: int | None = None, threshold: float | None = None,
                device: str = "cpu", chunk_size: int = DEFAULT_CHUNK_ROWS,
                kind: str | None = None, explain: int = 0,
-               detector: VAEAnomalyDetector | None = None) -> ScoreResult:
+               detector: Detector | None = None) -> ScoreResult:
     """Score the file ``data`` in chunks; write every input column plus the score columns.
 
     ``data`` is a CSV file (plain, or compressed as .gz, .bz2 or .zst), a Parquet
@@ -155,7 +154,7 @@ def score_file(data, model_path, *, output: str | Path | None = None, seed: int 
         refuse_same_file(data, destination, "--output")
         refuse_same_file(Path(model_path), destination, "--output", "model")
         check_writable_destination(destination)
-    detector = detector or load(model_path)
+    detector = detector or load(model_path, estimator=False)
     health = HealthMonitor(detector.preprocessor_)
     rows = flagged = 0
     # sys.stdout.buffer only when writing there: a notebook's stdout has no buffer.
@@ -188,7 +187,7 @@ def evaluate_file(data, model_path, *, label_column: str, seed: int | None = Non
 
     data, name = Path(data), source_name(data)
     check_score_options(seed=seed, samples=samples, threshold=threshold)
-    detector = load(model_path)
+    detector = load(model_path, estimator=False)
     labels, scores, flagged, rows = [], [], [], 0
     for table in read_batches(data, chunk_size):
         if label_column not in table.column_names:
@@ -230,7 +229,7 @@ def score_each(pattern, inputs: list[Path], model_path, output, output_dir,
     if output is not None:
         raise InputError("pass either --output or --output-dir, not both")
     output_dir = check_output_folder(Path(output_dir))
-    detector = load(model_path)
+    detector = load(model_path, estimator=False)
     results: list[ScoreResult] = []
     for path in inputs:
         try:

@@ -34,17 +34,21 @@ _METADATA_KEY = "vae_anomaly"
 _MAX_HEADER_BYTES = 100_000_000
 
 
-def model_to_bytes(metadata: dict, tensors: dict[str, torch.Tensor]) -> bytes:
+def model_to_bytes(metadata: dict, tensors: dict[str, torch.Tensor | np.ndarray]) -> bytes:
     """Serialise metadata (JSON-compatible) and tensors into the model-file bytes."""
+    import torch
     from safetensors.torch import save as save_tensors
 
-    tensors = {name: t.detach().cpu().contiguous() for name, t in tensors.items()}
+    # numpy arrays too: what read_model returns can be written back.
+    tensors = {name: (torch.from_numpy(np.array(t)) if isinstance(t, np.ndarray) else t)
+               .detach().cpu().contiguous() for name, t in tensors.items()}
     header = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION,
               "tensor_sha256": _tensor_digest(tensors), **metadata}
     return save_tensors(tensors, metadata={_METADATA_KEY: json.dumps(header)})
 
 
-def write_model(path: str | os.PathLike, metadata: dict, tensors: dict[str, torch.Tensor]) -> None:
+def write_model(path: str | os.PathLike, metadata: dict,
+                tensors: dict[str, torch.Tensor | np.ndarray]) -> None:
     from .data import atomic_output  # writing needs pyarrow's module; reading does not
 
     payload = model_to_bytes(metadata, tensors)
@@ -52,10 +56,10 @@ def write_model(path: str | os.PathLike, metadata: dict, tensors: dict[str, torc
         stream.write(payload)
 
 
-def read_model(path: str | os.PathLike, *, as_numpy: bool = False) -> tuple[dict, dict]:
+def read_model(path: str | os.PathLike) -> tuple[dict, dict[str, np.ndarray]]:
     """Read and verify a model file; raise ModelFileError with the reason and the fix.
-    The tensors come as torch tensors, or with ``as_numpy`` as numpy arrays (`info`
-    reads a model without importing torch)."""
+    The tensors come as numpy arrays: `info` reads a model without importing torch,
+    and `score` without safetensors' torch module."""
     path = Path(path)
     if not path.exists():
         raise ModelFileError(f"model file not found: {path}; train one with "
@@ -66,18 +70,16 @@ def read_model(path: str | os.PathLike, *, as_numpy: bool = False) -> tuple[dict
         payload = path.read_bytes()
     except OSError as exc:
         raise ModelFileError(f"cannot read model file {path}: {exc.strerror}") from None
-    return model_from_bytes(payload, name=path.name, as_numpy=as_numpy)
+    return model_from_bytes(payload, name=path.name)
 
 
-def model_from_bytes(payload: bytes, name: str = "the model", *,
-                     as_numpy: bool = False) -> tuple[dict, dict]:
+def model_from_bytes(payload: bytes,
+                     name: str = "the model") -> tuple[dict, dict[str, np.ndarray]]:
     """Parse model-file bytes (e.g. sent to a worker) with the same checks as read_model."""
+    from safetensors.numpy import load as load_tensors
+
     header = _parse_header(payload, name)
     metadata = _our_metadata(header, name)
-    if as_numpy:
-        from safetensors.numpy import load as load_tensors
-    else:
-        from safetensors.torch import load as load_tensors
     try:
         tensors = load_tensors(payload)
     except (SafetensorError, ValueError, RuntimeError):

@@ -1,12 +1,14 @@
-"""``VAEAnomalyDetector``: the library API the CLI is a thin shell over.
+"""``Detector``: the detector the CLI is a thin shell over: fit on a table, score,
+explain, save. The public ``VAEAnomalyDetector`` (estimator.py) is this class with
+scikit-learn's conventions on top; the commands use ``Detector`` itself, so that
+none of them waits for scikit-learn to import.
 
 Example:
     >>> import pandas as pd
-    >>> from vae_anomaly import VAEAnomalyDetector, load
-    >>> detector = VAEAnomalyDetector(seed=0, exclude=["transaction_id"])
+    >>> detector = Detector(seed=0, exclude=["transaction_id"])
     >>> detector.fit(pd.read_csv("sample_data/train.csv"))       # doctest: +SKIP
     >>> scores = detector.score(pd.read_csv("sample_data/new.csv"))  # doctest: +SKIP
-    >>> detector.save("model.vae"); same = load("model.vae")     # doctest: +SKIP
+    >>> detector.save("model.vae")                                # doctest: +SKIP
 
 The parts live beside it: parameter checks in params.py, the fit of one split in
 fitting.py, the threshold and its calibration fits in calibration.py, and
@@ -38,7 +40,7 @@ from .health import HealthMonitor
 from .params import check_params, check_score_options, names, resolve_device
 from .preprocessing import EncodedBatch
 from .defaults import DEFAULT_BETA, DEFAULT_FPR, DEFAULT_SAMPLES, SCORE_KINDS
-from .scoring import ScoreParts, score_rows
+from .scoring import ScoreParts, row_keys, score_rows
 from .training import TrainingCallback, TrainingConfig
 
 MIN_TRAINING_ROWS = 10
@@ -47,7 +49,7 @@ SCORE_COLUMNS = ("anomaly_score", "is_anomaly", "p_value", "reconstruction_nll",
 EXPLANATION_COLUMN = "top_columns"
 
 
-class VAEAnomalyDetector:
+class Detector:
     """A Variational Autoencoder anomaly detector for tables of mixed types.
 
     Parameters mirror ``vae-anomaly fit``; ``None`` means "sized from the data".
@@ -77,13 +79,13 @@ class VAEAnomalyDetector:
         self.seed = seed
         self.calibration_fits = calibration_fits
         self.contamination = contamination
-        self.callbacks: list[TrainingCallback] = []
 
     # ----- fitting -----------------------------------------------------------------
-    def fit(self, frame: pd.DataFrame | pa.Table,
-            source: str = "the training data") -> VAEAnomalyDetector:
+    def fit(self, frame: pd.DataFrame | pa.Table, source: str = "the training data", *,
+            callbacks: Sequence[TrainingCallback] = ()) -> Detector:
         """Learn normal behaviour from ``frame`` and set the threshold on held-out rows:
-        the main fit's, and on small files those of extra calibration fits."""
+        the main fit's, and on small files those of extra calibration fits.
+        ``callbacks`` hear about every epoch (the CLI's progress bar)."""
         check_params(self)
         started = time.perf_counter()
         frame = to_arrow(frame)
@@ -94,12 +96,12 @@ class VAEAnomalyDetector:
         train_index, val_index = self._split(frame.num_rows)
         folds = calibration_folds(train_index, val_index, self.seed, self.calibration_fits)
         main = self._fit_on(frame, train_index, val_index, self.seed, device,
-                            self._labelled_callbacks(0, len(folds)), source)
+                            _labelled(callbacks, 0, len(folds)), source)
         self.preprocessor_, self.model_ = main.preprocessor, main.model
         self.config_ = main.model.config
         calibration = [main.heldout] + [
             self._fit_on(frame, fold_train, fold_val, fold_seed(self.seed, fold), device,
-                         self._labelled_callbacks(fold, len(folds)), source,
+                         _labelled(callbacks, fold, len(folds)), source,
                          judge_outliers=False).heldout
             for fold, (fold_train, fold_val) in enumerate(folds, start=1)]
         self.calibration_scores_ = {
@@ -117,10 +119,6 @@ class VAEAnomalyDetector:
             calibration_fits=len(calibration) - 1,
             training_outliers=len(main.outliers.rows))
         return self
-
-    def _labelled_callbacks(self, fit: int, calibration_fits: int) -> list[TrainingCallback]:
-        """The callbacks, told which fit each epoch belongs to (0: the model's own)."""
-        return [FitLabel(callback, fit, calibration_fits) for callback in self.callbacks]
 
     def _fit_on(self, frame: pa.Table, train_index: np.ndarray, val_index: np.ndarray, seed: int,
                 device, callbacks: Sequence[TrainingCallback], source: str,
@@ -151,8 +149,9 @@ class VAEAnomalyDetector:
               explain: int = 0) -> pd.DataFrame:
         """Score every row: a DataFrame of SCORE_COLUMNS (index aligned with a pandas ``frame``).
 
-        ``first_row`` is the row id of the frame's first row, so that chunks of one
-        file get the same draws, hence the same scores, as the file in one piece.
+        ``first_row`` is the frame's first row's place in its file, for messages; the
+        Monte Carlo draws follow each row's content, so a row gets the same score in
+        any chunk, order or subset.
         ``kind`` is 'elbo' or 'iwae'; ``explain`` > 0 adds ``top_columns``.
         """
         columns = self.score_columns(frame, samples=samples, seed=seed, threshold=threshold,
@@ -182,7 +181,7 @@ class VAEAnomalyDetector:
         encoded = self.preprocessor_.transform(frame, source=source, first_row=first_row)
         if health is not None:
             health.add(encoded)
-        rows = np.arange(first_row, first_row + len(encoded))
+        rows = row_keys(encoded)  # draws follow each row's content (scoring.py)
         target = resolve_device(device)
         self.model_.to(target)
         seed = self.seed if seed is None else int(seed)
@@ -232,14 +231,6 @@ class VAEAnomalyDetector:
         return score_rows(self.model_, encoded, row_ids, samples=samples, seed=seed,
                           device=device)
 
-    def score_samples(self, frame: pd.DataFrame) -> np.ndarray:
-        """scikit-learn convention: the opposite of the anomaly score (lower = more abnormal)."""
-        return -self.score(frame)["anomaly_score"].to_numpy()
-
-    def predict(self, frame: pd.DataFrame) -> np.ndarray:
-        """scikit-learn convention: -1 for anomalies, 1 for normal rows."""
-        return np.where(self.score(frame)["is_anomaly"].to_numpy() == 1, -1, 1)
-
     def _check_fitted(self) -> None:
         if not hasattr(self, "model_"):
             raise InputError("this detector is not fitted yet; call fit() or load() first")
@@ -281,11 +272,11 @@ class VAEAnomalyDetector:
         nested to descend into)."""
         return {name: getattr(self, name) for name in self._PARAM_NAMES}
 
-    def set_params(self, **params) -> VAEAnomalyDetector:
+    def set_params(self, **params) -> Detector:
         """Change constructor arguments, as scikit-learn's ``set_params``; refit after.
 
         Example:
-            >>> detector = VAEAnomalyDetector().set_params(beta=0.5, seed=7)
+            >>> detector = Detector().set_params(beta=0.5, seed=7)
         """
         unknown = sorted(set(params) - set(self._PARAM_NAMES))
         if unknown:
@@ -295,3 +286,8 @@ class VAEAnomalyDetector:
             setattr(self, name, value)
         return self
 
+
+def _labelled(callbacks: Sequence[TrainingCallback], fit: int,
+              calibration_fits: int) -> list[TrainingCallback]:
+    """The callbacks, told which fit each epoch belongs to (0: the model's own)."""
+    return [FitLabel(callback, fit, calibration_fits) for callback in callbacks]

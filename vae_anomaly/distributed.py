@@ -134,9 +134,9 @@ def read_model_payload(model_path: Path) -> bytes:
     try:
         payload = model_path.read_bytes()
     except OSError:
-        load(model_path)  # raises ModelFileError with the reason and the fix
+        load(model_path, estimator=False)  # raises ModelFileError with the reason and the fix
         raise
-    loads(payload, model_path.name)
+    loads(payload, model_path.name, estimator=False)
     return payload
 
 
@@ -151,7 +151,7 @@ def score_partition(path: str, output: str, payload: bytes, model_path: str,
         raise DaskEngineError(f"worker {socket.gethostname()} has vae-anomaly {__version__} but "
                               f"the client has {client_version}; install the same version on "
                               "every worker")
-    detector = loads(payload, Path(model_path).name)
+    detector = loads(payload, Path(model_path).name, estimator=False)
     return score_file(path, model_path, output=output, detector=detector, **options)
 
 

@@ -13,8 +13,9 @@ class VAEAnomalyError(Exception):
     exit_code = 2
 
 
-class InputError(VAEAnomalyError):
-    """The data file is missing, unreadable or does not match the model."""
+class InputError(VAEAnomalyError, ValueError):
+    """The data file is missing, unreadable or does not match the model. Also a
+    ValueError, as scikit-learn expects of bad input."""
 
 
 class ModelFileError(VAEAnomalyError):

@@ -1,6 +1,6 @@
 """The fit of one split: preprocessing and network learned on some rows, others held out.
 
-``fit_split`` is one fit of ``VAEAnomalyDetector.fit``: the main fit, or one of the
+``fit_split`` is one fit of ``Detector.fit``: the main fit, or one of the
 extra calibration fits (calibration.py). Its held-out rows give the scores that set
 the threshold; the rows robust training judges anomalous, of both parts, are the
 training file's outliers. ``FitSummary`` (fit_summary.py) describes the whole fit of
@@ -21,7 +21,7 @@ from .fit_summary import FitSummary, TrainingOutliers
 from .model import TabularVAE, VAEConfig
 from .preprocessing import EncodedBatch, Preprocessor
 from .rejection import MAX_CONTAMINATION
-from .scoring import ScoreParts, score_rows
+from .scoring import ScoreParts, row_keys, score_rows
 from .training import (EpochStats, Tensors, TrainingCallback, TrainingConfig, TrainingResult,
                        row_losses, train)
 
@@ -71,9 +71,10 @@ def fit_split(frame: pa.Table, train_index: np.ndarray, val_index: np.ndarray, *
                    generator, callbacks)
 
     def scores(rows: np.ndarray) -> ScoreParts:
-        # Held-out rows keep their row ids and the scoring seed, so these scores equal
-        # what `score` gives them.
-        return score_rows(model, _subset(encoded, rows), rows, samples=samples,
+        # Held-out rows get their content's draws and the scoring seed, so these scores
+        # equal what `score` gives them.
+        subset = _subset(encoded, rows)
+        return score_rows(model, subset, row_keys(subset), samples=samples,
                           seed=score_seed, device=device)
 
     # Every held-out row sets the threshold, those judged anomalous included: taking

@@ -1,6 +1,7 @@
-"""``load`` and ``loads``: a ``VAEAnomalyDetector`` rebuilt from a model file, and
-``read_checked``: the same file's metadata with the same checks, without torch
-(for `info`).
+"""``load`` and ``loads``: a ``VAEAnomalyDetector`` rebuilt from a model file (or,
+for the commands, which need no scikit-learn, the plain ``Detector``), and
+``read_checked``: the same file's parts with the same checks, without torch (for
+`info`).
 
 Everything the file says is checked on load, so that a damaged or hand-edited
 file fails here with ``ModelFileError`` and not later, in the middle of scoring.
@@ -24,7 +25,8 @@ from .params import check_params, is_int
 from .preprocessing import Preprocessor
 
 if TYPE_CHECKING:
-    from .detector import VAEAnomalyDetector
+    from .detector import Detector
+    from .estimator import VAEAnomalyDetector
 
 T = TypeVar("T")
 
@@ -40,24 +42,25 @@ class ModelParts:
     training_outliers: TrainingOutliers
 
 
-def load(path) -> VAEAnomalyDetector:
-    """Load a model file written by ``save`` / ``vae-anomaly fit``. Never executes code."""
+def load(path, *, estimator: bool = True) -> VAEAnomalyDetector | Detector:
+    """Load a model file written by ``save`` / ``vae-anomaly fit``. Never executes code.
+    ``estimator=False`` gives the plain ``Detector``, without importing scikit-learn."""
     metadata, tensors = read_model(path)
     name = getattr(path, "name", path)
-    return _checked(name, lambda: _rebuild(metadata, tensors))
+    return _checked(name, lambda: _rebuild(metadata, tensors, estimator))
 
 
-def loads(payload: bytes, name: str = "the model") -> VAEAnomalyDetector:
+def loads(payload: bytes, name: str = "the model", *,
+          estimator: bool = True) -> VAEAnomalyDetector | Detector:
     """Load a model from model-file bytes (e.g. sent to a Dask worker); same checks as load."""
     metadata, tensors = model_from_bytes(payload, name=name)
-    return _checked(name, lambda: _rebuild(metadata, tensors))
+    return _checked(name, lambda: _rebuild(metadata, tensors, estimator))
 
 
 def read_checked(path) -> ModelParts:
     """A model file's parts with every check ``load`` makes but the network's own
-    (its weights' names and shapes), reading the tensors with numpy: `info` runs
-    without importing torch."""
-    metadata, arrays = read_model(path, as_numpy=True)
+    (its weights' names and shapes): `info` runs without importing torch."""
+    metadata, arrays = read_model(path)
     name = getattr(path, "name", path)
 
     def check() -> ModelParts:
@@ -86,10 +89,9 @@ def _checked(name, rebuild: Callable[[], T]) -> T:
                              "fit the model again") from None
 
 
-def _parts(metadata: dict, tensors: dict) -> ModelParts:
+def _parts(metadata: dict, tensors: dict[str, np.ndarray]) -> ModelParts:
     def numbers(key: str, dtype) -> np.ndarray:
-        value = tensors[key]
-        return np.asarray(value if isinstance(value, np.ndarray) else value.numpy(), dtype=dtype)
+        return np.array(tensors[key], dtype=dtype)  # a writable copy
 
     # Model files from before robust training hold no outliers.
     has_outliers = "training_outliers.rows" in tensors
@@ -105,17 +107,25 @@ def _parts(metadata: dict, tensors: dict) -> ModelParts:
             numbers("training_outliers.scores", np.float64) if has_outliers else np.zeros(0)))
 
 
-def _rebuild(metadata: dict, tensors: dict) -> VAEAnomalyDetector:
-    from .detector import VAEAnomalyDetector
+def _rebuild(metadata: dict, tensors: dict[str, np.ndarray],
+             estimator: bool) -> VAEAnomalyDetector | Detector:
+    import torch
+
     from .model import TabularVAE, VAEConfig
 
+    if estimator:
+        from .estimator import VAEAnomalyDetector as cls
+    else:
+        from .detector import Detector as cls
     parts = _parts(metadata, tensors)
     # Files from before the calibration fits were fitted without them.
-    detector = VAEAnomalyDetector(**{"calibration_fits": 0, **metadata["params"]})
+    detector = cls(**{"calibration_fits": 0, **metadata["params"]})
     detector.preprocessor_ = parts.preprocessor
     detector.config_ = VAEConfig(**metadata["config"])
     detector.model_ = TabularVAE(detector.config_)
-    weights = {k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")}
+    # Copies: the arrays safetensors reads are read-only views of the file's bytes.
+    weights = {k.removeprefix("model."): torch.from_numpy(np.array(v))
+               for k, v in tensors.items() if k.startswith("model.")}
     detector.model_.load_state_dict(weights, strict=True)
     detector.model_.eval()
     detector.calibration_scores_ = parts.calibration_scores

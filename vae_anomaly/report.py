@@ -23,7 +23,7 @@ import pandas as pd
 from .model_info import describe_model
 from .calibration import calibration_source
 from .data import atomic_output, read_table, refuse_same_file
-from .detector import EXPLANATION_COLUMN, SCORE_COLUMNS, VAEAnomalyDetector
+from .detector import EXPLANATION_COLUMN, SCORE_COLUMNS, Detector
 from .errors import InputError
 from .loading import load
 
@@ -73,7 +73,7 @@ def render_report(model_path, scored_path=None, *, top: int = 20) -> str:
     if top < 0:
         raise InputError(f"--top must be zero or more (got {top})")
     info = describe_model(model_path)
-    detector = load(model_path)
+    detector = load(model_path, estimator=False)
     scored = None if scored_path is None else _read_scored(Path(scored_path))
     threshold = detector.threshold_
     sections = [_model_section(info, detector, scored_path, scored),
@@ -137,7 +137,7 @@ def _section(section_id: str, heading: str, body: str) -> str:
     return f'<section id="{section_id}">\n<h2>{escape(heading)}</h2>\n{body}\n</section>'
 
 
-def _model_section(info: dict, detector: VAEAnomalyDetector, scored_path,
+def _model_section(info: dict, detector: Detector, scored_path,
                    scored: pd.DataFrame | None) -> str:
     training, versions = info["training"], info["versions"]
     facts = {
@@ -475,7 +475,7 @@ def _bars(plot: _Plot, edges: np.ndarray, density: np.ndarray, colour: str) -> l
             + "".join(bars) + "</g>"]
 
 
-def _calibration_section(detector: VAEAnomalyDetector, scored: pd.DataFrame | None) -> str:
+def _calibration_section(detector: Detector, scored: pd.DataFrame | None) -> str:
     threshold = detector.threshold_
     samples = {"calibration (held-out normal rows)":
                np.asarray(detector.calibration_scores_[detector.score_kind], dtype=float)}

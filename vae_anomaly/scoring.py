@@ -7,11 +7,13 @@ importance-weighted (IWAE) estimate of -log p(x) from the same draws.
 By Jensen's inequality iwae(x) <= mean_k [-log w_k], the Monte Carlo negative
 ELBO of the same draws: a tighter bound on -log p(x).
 
-The draws are tied to the row, not to the batch: eps for row r, draw k is a
-pure function of (seed, r, k): a hash of the row picks its draws from a fixed
-table of normal vectors drawn from the seed (see ``row_normals``). The
-arithmetic is fixed too (see ``score_rows``), so scoring a file in one piece, in
-chunks, on any number of threads or spread over workers gives identical scores.
+The draws are tied to the row's content, not to its place or its batch: eps for
+row r, draw k is a pure function of (seed, r's encoded values, k): a hash of the
+encoded row (``row_keys``) picks its draws from a fixed table of normal vectors
+drawn from the seed (see ``row_normals``). The arithmetic is fixed too (see
+``score_rows``), so scoring a file in one piece, in chunks, in any order, as a
+subset, on any number of threads or spread over workers gives identical scores:
+a record's score depends only on the record, the model and the seed.
 """
 
 from __future__ import annotations
@@ -68,6 +70,27 @@ class ScoreParts:
         return {"elbo": self.std_error, "iwae": self.iwae_std_error}[kind]
 
 
+_FNV_OFFSET, _FNV_PRIME = np.uint64(0xCBF29CE484222325), np.uint64(0x100000001B3)
+
+
+def row_keys(batch: EncodedBatch) -> np.ndarray:
+    """One 63-bit key per row, a hash of its encoded values (numbers, missing
+    indicators and category codes): equal rows get equal keys, hence equal draws."""
+    n = len(batch)
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
+    words = np.concatenate([
+        np.ascontiguousarray(batch.numeric, dtype=np.float32).view(np.uint32).reshape(n, -1),
+        np.ascontiguousarray(batch.indicators, dtype=np.float32).view(np.uint32).reshape(n, -1),
+        np.ascontiguousarray(batch.categories, dtype=np.int64).view(np.uint32).reshape(n, -1),
+    ], axis=1).astype(np.uint64)
+    keys = np.full(n, _FNV_OFFSET, dtype=np.uint64)
+    for column in words.T:  # FNV-1a over 32-bit words; uint64 products wrap
+        keys = (keys ^ column) * _FNV_PRIME
+    keys ^= keys >> np.uint64(33)  # fold the high bits, which the products mixed, down
+    return (keys >> np.uint64(1)).astype(np.int64)
+
+
 def _fmix32(x: torch.Tensor) -> torch.Tensor:
     """MurmurHash3's 32-bit finaliser on uint32 values held in int64 (products wrap;
     the mask keeps the low 32 bits, which is exactly uint32 arithmetic)."""
@@ -114,7 +137,8 @@ def row_normals(seed: int, rows, samples: int, dim: int,
 def score_rows(model: TabularVAE, batch: EncodedBatch, row_ids: np.ndarray,
                *, samples: int = DEFAULT_SAMPLES, seed: int = 0,
                device: str | torch.device = "cpu") -> ScoreParts:
-    """Score every row of ``batch``; row i uses the draws of row id ``row_ids[i]``.
+    """Score every row of ``batch``; row i uses the draws of row id ``row_ids[i]``
+    (callers pass ``row_keys(batch)``, so that the draws follow the row's content).
 
     A row's score is bit-for-bit the same however the file is chunked and however
     many threads or workers run: every pass has the same shape (the last one is

@@ -24,7 +24,7 @@ FPR = 0.01
 
 def collect(data_dir: Path, names: str, out: Path) -> None:
     import quality as Q
-    from vae_anomaly.detector import VAEAnomalyDetector
+    from vae_anomaly import VAEAnomalyDetector
     torch.set_num_threads(1)
     out.mkdir(parents=True, exist_ok=True)
     for name in names.split(","):

@@ -3,7 +3,7 @@
 (cosine: today's schedule; constant: no decay; floorF: decay to the fraction F)."""
 import sys, time, torch, pyarrow.csv as pc
 import vae_anomaly.training as T
-from vae_anomaly.detector import VAEAnomalyDetector
+from vae_anomaly import VAEAnomalyDetector
 path, mode = sys.argv[1], sys.argv[2]
 if mode == "constant":
     T._FINAL_LEARNING_RATE_FRACTION = 1.0

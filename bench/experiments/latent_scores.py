@@ -24,7 +24,7 @@ from sklearn.metrics import roc_auc_score
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import quality as Q  # noqa: E402
-from vae_anomaly.detector import VAEAnomalyDetector  # noqa: E402
+from vae_anomaly import VAEAnomalyDetector  # noqa: E402
 from vae_anomaly.model import gaussian_kl, reconstruction_nll, reparameterize  # noqa: E402
 from vae_anomaly.scoring import row_normals  # noqa: E402
 

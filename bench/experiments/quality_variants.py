@@ -22,7 +22,7 @@ import quality as Q
 from sklearn.metrics import roc_auc_score
 import vae_anomaly.preprocessing as P
 import vae_anomaly.model as M
-from vae_anomaly.detector import VAEAnomalyDetector
+from vae_anomaly import VAEAnomalyDetector
 
 def patch_config(**kw):
     orig = M.VAEConfig.sized_for.__func__
