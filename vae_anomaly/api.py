@@ -42,7 +42,8 @@ from .errors import InputError, VAEAnomalyError
 from .fit_summary import FitSummary, TrainingOutliers
 from .health import HealthMonitor
 from .loading import load
-from .params import check_score_options
+from .known import KnownRows, known_from_file, parse_label_column
+from .params import check_score_options, names
 from .training import TrainingCallback
 
 
@@ -70,10 +71,17 @@ class ScoreResult:
 
 
 def fit_file(data, model_path, *, callbacks: Sequence[TrainingCallback] = (),
-             training_outliers: str | Path | None = None, **detector_options) -> FitResult:
+             training_outliers: str | Path | None = None,
+             known_anomalies: str | Path | None = None, label_column: str | None = None,
+             **detector_options) -> FitResult:
     """Train on ``data`` (a CSV or Parquet file, or ``-`` for CSV on standard input) and
     write the model file atomically to ``model_path``; with ``training_outliers``, also
-    the training rows judged anomalous, to that CSV or Parquet file."""
+    the training rows judged anomalous, to that CSV or Parquet file.
+
+    Confirmed anomalies, if any, come from ``known_anomalies`` (a CSV or Parquet file
+    of such rows, with the feature columns; others are ignored) or from
+    ``label_column`` in ``data`` (1/true/yes: confirmed; 0/false/no or empty: not
+    labelled). Training pushes their scores up and never learns them as normal."""
     data, model_path = Path(data), Path(model_path)
     refuse_same_file(data, model_path, "--model")
     check_writable_destination(model_path)
@@ -84,16 +92,72 @@ def fit_file(data, model_path, *, callbacks: Sequence[TrainingCallback] = (),
         if outliers_path.resolve() == model_path.resolve():
             raise InputError("--training-outliers and --model name the same file; "
                              "give the outliers a name of their own")
+    known_path = None if known_anomalies is None else Path(known_anomalies)
+    _check_known_options(data, known_path, label_column, model_path, outliers_path,
+                         detector_options)
     with exclusive_lock(model_path):
         frame = read_table(data)
         if outliers_path is not None:
             _refuse_outlier_column_clash(frame)
         detector = Detector(**detector_options)
-        detector.fit(frame, source=source_name(data), callbacks=callbacks)
+        features, known, notes = _known_rows(frame, data, known_path, label_column, detector)
+        detector.fit(features, source=source_name(data), callbacks=callbacks,
+                     known_anomalies=known)
         if outliers_path is not None:
             write_training_outliers(frame, detector.training_outliers_, outliers_path)
         detector.save(model_path)
-    return FitResult(detector.summary_, detector.threshold_, detector.preprocessor_.notes)
+    return FitResult(detector.summary_, detector.threshold_,
+                     notes + detector.preprocessor_.notes)
+
+
+def _check_known_options(data: Path, known_path: Path | None, label_column: str | None,
+                         model_path: Path, outliers_path: Path | None,
+                         detector_options: dict) -> None:
+    """Refuse, before any work, options for confirmed anomalies that cannot work."""
+    if known_path is not None and label_column is not None:
+        raise InputError("pass either --known-anomalies or --label-column, not both; put "
+                         "the confirmed rows in one place")
+    if known_path is not None:
+        if is_stdin(data) and is_stdin(known_path):
+            raise InputError("DATA and --known-anomalies cannot both be - (standard input); "
+                             "give one of them as a file")
+        for other, option in ((model_path, "--model"), (outliers_path, "--training-outliers")):
+            if other is not None and not is_stdin(known_path) \
+                    and known_path.resolve() == other.resolve():
+                raise InputError(f"--known-anomalies and {option} name the same file "
+                                 f"({known_path}); the confirmed rows need a file of their own")
+    if label_column is not None:
+        for option in ("exclude", "categorical"):
+            if label_column in names(detector_options.get(option) or ()):
+                raise InputError(f"--label-column {label_column} is also given to --{option}; "
+                                 f"the label column is never a feature, so drop it from "
+                                 f"--{option}")
+
+
+def _known_rows(frame: pa.Table, data: Path, known_path: Path | None,
+                label_column: str | None, detector: Detector
+                ) -> tuple[pa.Table, KnownRows | None, list[str]]:
+    """The training rows' features, their confirmed anomalies, and notes for the user."""
+    source = source_name(data)
+    if label_column is not None:
+        if label_column not in frame.column_names:
+            raise InputError(f"label column `{label_column}` is not in {source}; its columns "
+                             f"are: {', '.join(frame.column_names)}")
+        mask = parse_label_column(frame.column(label_column), label_column, source)
+        features = frame.drop_columns([label_column])
+        known = KnownRows(features.filter(pa.array(mask)),
+                          f"the rows labelled anomalous in `{label_column}`", mask)
+        return features, known, []
+    if known_path is None:
+        return frame, None, []
+    table = read_table(known_path)
+    if table.num_rows == 0:
+        return frame, None, [f"{source_name(known_path)} has no rows; fitting without "
+                             "confirmed anomalies"]
+    known = known_from_file(frame, table, source_name(known_path), source,
+                            categorical=names(detector.categorical),
+                            exclude=names(detector.exclude))
+    return frame, known, []
 
 
 OUTLIER_COLUMNS = ("row", "anomaly_score")

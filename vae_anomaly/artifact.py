@@ -27,9 +27,9 @@ if TYPE_CHECKING:
     import torch
 
 FORMAT_NAME = "vae-anomaly-model"
-# 2: quantile-mapped numeric columns; 3: the calibration fits' parameter and counts.
-# Files of formats 1 and 2 still load.
-FORMAT_VERSION = 3
+# 2: quantile-mapped numeric columns; 3: the calibration fits' parameter and counts;
+# 4: the confirmed anomalies' counts. Files of formats 1 to 3 still load.
+FORMAT_VERSION = 4
 _METADATA_KEY = "vae_anomaly"
 _MAX_HEADER_BYTES = 100_000_000
 

@@ -223,6 +223,18 @@ def fit(
         help="Also write the training rows judged anomalous, most anomalous first, with "
              "their data row number (row) and anomaly_score, to this CSV or Parquet file "
              "(replaced atomically).")] = None,
+    known_anomalies: Annotated[Optional[Path], typer.Option(
+        metavar="FILE",
+        help="Rows confirmed as anomalous (CSV or Parquet, compressed CSV, or - for "
+             "standard input), with the model's feature columns; other columns are "
+             "ignored, so a scored output or a --training-outliers file filtered to the "
+             "confirmed rows feeds straight back in. Training pushes their scores up, and "
+             "rows of DATA with the same values never train as normal.")] = None,
+    label_column: Annotated[Optional[str], typer.Option(
+        metavar="COL",
+        help="The same knowledge inside DATA: a column that is 1, true or yes for a "
+             "confirmed anomaly, and 0, false, no or empty otherwise. It is never a "
+             "feature.")] = None,
     device: DeviceOption = Device.auto,
     quiet: QuietOption = False,
 ) -> None:
@@ -234,11 +246,16 @@ def fit(
     the anomaly threshold. On files under 6,000 rows, up to --calibration-fits extra
     fits each hold out other rows, so that about 600 held-out scores set the
     threshold. Rows whose loss stands far out (broken records) leave the training
-    and are counted, or listed with --training-outliers. The model file is
+    and are counted, or listed with --training-outliers. Rows confirmed as
+    anomalous (--known-anomalies or --label-column) are trained against, so that
+    their unconfirmed look-alikes in DATA score high too. The model file is
     replaced atomically, only on success.
 
     \b
     Example: vae-anomaly fit normal.csv --model model.vae --exclude id --seed 1
+    \b
+    With the rows the morning's review confirmed:
+    vae-anomaly fit normal.csv --known-anomalies confirmed.csv --exclude id
     """
     from .api import fit_file
 
@@ -250,7 +267,9 @@ def fit(
                    contamination=contamination)
     with progress or _nothing():
         result = _run(lambda: fit_file(data, model, callbacks=callbacks,
-                                       training_outliers=training_outliers, **options))
+                                       training_outliers=training_outliers,
+                                       known_anomalies=known_anomalies,
+                                       label_column=label_column, **options))
     if not quiet:
         console = _stderr()
         for note in result.notes:
@@ -264,6 +283,10 @@ def fit(
             f"saved {model}", markup=False)
         console.print(_training_outliers_text(s.training_outliers, s.rows, training_outliers),
                       markup=False)
+        if s.known_anomalies:
+            from .fit_summary import known_anomalies_text
+
+            console.print(f"Known anomalies: {known_anomalies_text(vars(s))}", markup=False)
 
 
 def _training_outliers_text(count: int, rows: int, path: Path | None) -> str:
@@ -506,6 +529,7 @@ def _render_info(d: dict) -> None:
         ("architecture", d["architecture_summary"]),
         ("training rows", f"{t['train_rows']} (+{t['validation_rows']} held out)"),
         ("judged anomalous", d["training_outliers"]),
+        ("known anomalies", d["known_anomalies"]),
         ("epochs", f"{t['epochs_run']} run, best {t['best_epoch']}"
                    f"{' (stopped early)' if t['stopped_early'] else ''}"),
         ("final losses", t["final_losses"]),

@@ -32,14 +32,15 @@ from .artifact import write_model
 from .calibration import (MAX_CALIBRATION_FITS, calibration_folds, conformal_p_values, fold_seed,
                           threshold_at, validation_size)
 from .data import to_arrow
+from .defaults import DEFAULT_BETA, DEFAULT_FPR, DEFAULT_SAMPLES, SCORE_KINDS
 from .errors import InputError
 from .explanation import column_contributions, top_columns
 from .fit_summary import FitSummary
-from .fitting import FitLabel, SplitFit, fit_split, unlabelled
+from .fitting import Exposure, FitLabel, SplitFit, fit_split, unlabelled
 from .health import HealthMonitor
+from .known import KnownRows, resolve_known
 from .params import check_params, check_score_options, names, resolve_device
 from .preprocessing import EncodedBatch
-from .defaults import DEFAULT_BETA, DEFAULT_FPR, DEFAULT_SAMPLES, SCORE_KINDS
 from .scoring import ScoreParts, row_keys, score_rows
 from .training import TrainingCallback, TrainingConfig
 
@@ -82,10 +83,14 @@ class Detector:
 
     # ----- fitting -----------------------------------------------------------------
     def fit(self, frame: pd.DataFrame | pa.Table, source: str = "the training data", *,
-            callbacks: Sequence[TrainingCallback] = ()) -> Detector:
+            callbacks: Sequence[TrainingCallback] = (), known_anomalies=None) -> Detector:
         """Learn normal behaviour from ``frame`` and set the threshold on held-out rows:
         the main fit's, and on small files those of extra calibration fits.
-        ``callbacks`` hear about every epoch (the CLI's progress bar)."""
+        ``callbacks`` hear about every epoch (the CLI's progress bar).
+        ``known_anomalies``: rows confirmed as anomalous, a table (a DataFrame or an
+        Arrow table with the feature columns) or a boolean mask over ``frame``'s rows.
+        Training pushes their scores up (outlier exposure), and the training rows
+        they match leave the normal rows, held-out ones included (known.py)."""
         check_params(self)
         started = time.perf_counter()
         frame = to_arrow(frame)
@@ -93,17 +98,21 @@ class Detector:
             raise InputError(f"{source} has {frame.num_rows} row(s); fit needs at least "
                              f"{MIN_TRAINING_ROWS} rows of normal records")
         device = resolve_device(self.device)
-        train_index, val_index = self._split(frame.num_rows)
+        known = self._known(frame, known_anomalies, source)
+        train_index, val_index = self._split(frame.num_rows, known)
         folds = calibration_folds(train_index, val_index, self.seed, self.calibration_fits)
+        exposures = _exposures(known, len(folds), self.seed)
         main = self._fit_on(frame, train_index, val_index, self.seed, device,
-                            _labelled(callbacks, 0, len(folds)), source)
+                            _labelled(callbacks, 0, len(folds)), source,
+                            exposure=exposures[0])
         self.preprocessor_, self.model_ = main.preprocessor, main.model
         self.config_ = main.model.config
-        calibration = [main.heldout] + [
+        fits = [main] + [
             self._fit_on(frame, fold_train, fold_val, fold_seed(self.seed, fold), device,
                          _labelled(callbacks, fold, len(folds)), source,
-                         judge_outliers=False).heldout
+                         judge_outliers=False, exposure=exposures[fold])
             for fold, (fold_train, fold_val) in enumerate(folds, start=1)]
+        calibration = [fit.heldout for fit in fits]
         self.calibration_scores_ = {
             kind: np.sort(np.concatenate([parts.score(kind) for parts in calibration]))
             for kind in SCORE_KINDS}
@@ -117,12 +126,34 @@ class Detector:
             device=str(device), history=[unlabelled(s.to_dict()) for s in result.history],
             calibration_rows=sum(len(parts) for parts in calibration),
             calibration_fits=len(calibration) - 1,
-            training_outliers=len(main.outliers.rows))
+            training_outliers=len(main.outliers.rows), **self._known_counts(known, fits))
         return self
+
+    def _known(self, frame: pa.Table, known_anomalies, source: str) -> KnownRows | None:
+        if isinstance(known_anomalies, pd.DataFrame):
+            known_anomalies = to_arrow(known_anomalies)
+        return resolve_known(frame, known_anomalies, source,
+                             categorical=names(self.categorical), exclude=names(self.exclude))
+
+    def _known_counts(self, known: KnownRows | None, fits: list[SplitFit]) -> dict[str, int]:
+        """FitSummary's counts of the confirmed anomalies: how many the model flags at
+        its threshold, and how many the calibration fits flag of those they held out."""
+        if known is None:
+            return {}
+        cut = self.threshold_for(self.score_kind)
+
+        def flagged(parts: ScoreParts | None) -> int:
+            return 0 if parts is None else int(np.sum(parts.score(self.score_kind) > cut))
+
+        heldout = [fit.known for fit in fits[1:] if fit.known is not None]
+        return dict(known_anomalies=len(known), known_in_data=int(known.in_data.sum()),
+                    known_flagged=flagged(fits[0].known),
+                    known_heldout=sum(len(parts) for parts in heldout),
+                    known_heldout_flagged=sum(flagged(parts) for parts in heldout))
 
     def _fit_on(self, frame: pa.Table, train_index: np.ndarray, val_index: np.ndarray, seed: int,
                 device, callbacks: Sequence[TrainingCallback], source: str,
-                judge_outliers: bool = True) -> SplitFit:
+                judge_outliers: bool = True, exposure: Exposure | None = None) -> SplitFit:
         """One fit on ``train_index``, ``val_index`` held out (fitting.fit_split); a
         calibration fit (``judge_outliers`` False) judges no outliers."""
         return fit_split(frame, train_index, val_index, seed=seed, device=device,
@@ -130,12 +161,23 @@ class Detector:
                          categorical=names(self.categorical), exclude=names(self.exclude),
                          latent_dim=self.latent_dim, training=self._training_config(),
                          samples=self.samples, score_seed=self.seed,
-                         outlier_kind=self.score_kind if judge_outliers else None)
+                         outlier_kind=self.score_kind if judge_outliers else None,
+                         exposure=exposure)
 
-    def _split(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+    def _split(self, n: int, known: KnownRows | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Training and held-out rows; rows that are confirmed anomalies are neither."""
         order = np.random.default_rng(self.seed).permutation(n)
         n_val = validation_size(n, self.validation_fraction)
-        return np.sort(order[n_val:]), np.sort(order[:n_val])
+        train_index, val_index = np.sort(order[n_val:]), np.sort(order[:n_val])
+        if known is None or not known.in_data.any():
+            return train_index, val_index
+        train_index, val_index = (index[~known.in_data[index]]
+                                  for index in (train_index, val_index))
+        if len(train_index) < MIN_TRAINING_ROWS or len(val_index) == 0:
+            raise InputError(f"{known.source} match {int(known.in_data.sum())} of the {n} "
+                             "training rows, too few normal rows remain to fit and set a "
+                             "threshold; fit on a file of mostly normal records")
+        return train_index, val_index
 
     def _training_config(self) -> TrainingConfig:
         return TrainingConfig(epochs=self.epochs, batch_size=self.batch_size,
@@ -291,3 +333,18 @@ def _labelled(callbacks: Sequence[TrainingCallback], fit: int,
               calibration_fits: int) -> list[TrainingCallback]:
     """The callbacks, told which fit each epoch belongs to (0: the model's own)."""
     return [FitLabel(callback, fit, calibration_fits) for callback in callbacks]
+
+
+def _exposures(known: KnownRows | None, calibration_fits: int, seed: int) -> list[Exposure | None]:
+    """Each fit's confirmed anomalies: the main fit trains against and scores all of
+    them; calibration fit j keeps block j of them out of its training and scores it."""
+    if known is None:
+        return [None] * (calibration_fits + 1)
+    table = known.table
+    main = Exposure(table, table, known.source)
+    order = np.random.default_rng([seed, 2]).permutation(table.num_rows)
+    blocks = np.array_split(order, calibration_fits) if calibration_fits else []
+    return [main] + [
+        Exposure(table.take(pa.array(np.sort(np.setdiff1d(order, block)), pa.int64())),
+                 table.take(pa.array(np.sort(block), pa.int64())), known.source)
+        for block in blocks]

@@ -63,11 +63,15 @@ class VAEAnomalyDetector(OutlierMixin, Detector, BaseEstimator):
     def __sklearn_is_fitted__(self) -> bool:
         return hasattr(self, "model_")
 
-    def fit(self, X, y=None, **fit_options) -> VAEAnomalyDetector:
+    def fit(self, X, y=None, *, known_anomalies=None, **fit_options) -> VAEAnomalyDetector:
         """Learn normal behaviour from ``X``; ``y`` is ignored (scikit-learn's outlier
-        detectors take it for pipelines). ``fit_options`` are ``Detector.fit``'s."""
+        detectors take it for pipelines). ``known_anomalies``: rows confirmed as
+        anomalous, as a table like ``X`` (a DataFrame, an Arrow table or a 2-D array)
+        or a boolean mask over ``X``'s rows; training pushes their scores up and never
+        treats them as normal. ``fit_options`` are ``Detector.fit``'s."""
         table = self._input_table(X, reset=True)
-        return super().fit(table, **fit_options)
+        return super().fit(table, known_anomalies=_known_input(known_anomalies),
+                           **fit_options)
 
     def score(self, X, y=None, **options) -> pd.DataFrame:
         """Every row's score columns, as ``Detector.score`` (``y`` is ignored)."""
@@ -123,3 +127,20 @@ class VAEAnomalyDetector(OutlierMixin, Detector, BaseEstimator):
             self.feature_names_in_ = np.asarray(columns, dtype=object)
         elif hasattr(self, "feature_names_in_"):
             del self.feature_names_in_
+
+
+def _known_input(known):
+    """Confirmed anomalies as Detector.fit takes them: a table stays a table, a 1-D
+    boolean array is a mask over the training rows, and a 2-D array is rows named
+    x0, x1, ... as numpy input is."""
+    if known is None or isinstance(known, (pd.DataFrame, pa.Table)):
+        return known
+    values = np.asarray(known)
+    if values.ndim == 1 and values.dtype == bool:
+        return values
+    if values.ndim == 2:
+        names = [f"x{i}" for i in range(values.shape[1])]
+        return to_arrow(pd.DataFrame(values, columns=names))
+    raise InputError(f"known_anomalies must be a table of confirmed rows, a 2-D array of "
+                     f"them or a boolean mask over the training rows (got an array of "
+                     f"shape {values.shape} and type {values.dtype})")

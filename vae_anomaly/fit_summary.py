@@ -30,6 +30,17 @@ class FitSummary:
     # Rows of the training file judged anomalous by robust training (0 = model files
     # from before it, or --contamination 0).
     training_outliers: int = 0
+    # Confirmed anomalies (fit --known-anomalies / --label-column; 0 = none, or a
+    # model file from before them): how many the fit trained against, how many of the
+    # training rows they matched (left out of the normal rows), and how many the
+    # model flags at its threshold. The held-out counts are honest ones: calibration
+    # fits each kept a block of the confirmed rows out of their training and flagged
+    # ``known_heldout_flagged`` of those ``known_heldout`` (0 without calibration fits).
+    known_anomalies: int = 0
+    known_in_data: int = 0
+    known_flagged: int = 0
+    known_heldout: int = 0
+    known_heldout_flagged: int = 0
 
 
 @dataclass
@@ -39,3 +50,19 @@ class TrainingOutliers:
 
     rows: np.ndarray
     scores: np.ndarray
+
+
+def known_anomalies_text(training: dict) -> str:
+    """The confirmed anomalies of a fit, in words, from its ``training`` record (for
+    the fit line, `info` and the report); 'none' for model files from before them."""
+    count = training.get("known_anomalies", 0)
+    if not count:
+        return "none"
+    text = (f"{count} trained against ({training.get('known_in_data', 0)} of them found among "
+            f"the training rows and kept out of the normal rows); the model flags "
+            f"{training.get('known_flagged', 0)} of {count} at its threshold")
+    heldout = training.get("known_heldout", 0)
+    if heldout:
+        text += (f"; held out of their calibration fit, {training.get('known_heldout_flagged', 0)}"
+                 f" of {heldout} were flagged")
+    return text

@@ -27,6 +27,17 @@ from .training import (EpochStats, Tensors, TrainingCallback, TrainingConfig, Tr
 
 
 @dataclass
+class Exposure:
+    """Confirmed anomalies for one fit: those it trains against, and those it scores
+    afterwards (the main fit: all of them; a calibration fit: the block it held out,
+    for an honest count of how many a model flags without having seen them)."""
+
+    trained: pa.Table | None
+    judged: pa.Table | None
+    source: str
+
+
+@dataclass
 class SplitFit:
     """What ``fit_split`` learned and judged."""
 
@@ -35,13 +46,14 @@ class SplitFit:
     result: TrainingResult
     heldout: ScoreParts  # every held-out row: they set the threshold
     outliers: TrainingOutliers | None  # None for a calibration fit
+    known: ScoreParts | None = None  # the scores of the exposure's judged rows
 
 
 def fit_split(frame: pa.Table, train_index: np.ndarray, val_index: np.ndarray, *, seed: int,
               device, callbacks: Sequence[TrainingCallback], source: str,
               categorical: list[str], exclude: list[str], latent_dim: int | None,
               training: TrainingConfig, samples: int, score_seed: int,
-              outlier_kind: str | None) -> SplitFit:
+              outlier_kind: str | None, exposure: Exposure | None = None) -> SplitFit:
     """Preprocessor and network learned from ``train_index`` (training stops early on
     ``val_index``), the model on the CPU; the scores of the ``val_index`` rows, and the
     rows of both judged anomalous.
@@ -49,6 +61,7 @@ def fit_split(frame: pa.Table, train_index: np.ndarray, val_index: np.ndarray, *
     ``seed`` seeds the weights and the training; ``samples`` and ``score_seed`` are
     the detector's scoring settings, ``outlier_kind`` the score the outliers keep
     (None for a calibration fit, whose held-out scores are all that is kept).
+    ``exposure``: confirmed anomalies to train against and to score.
     """
     # Held-out rows calibrate the threshold, so nothing may be fitted on them, the
     # scaling included: the quantile map's density would favour its own rows.
@@ -67,15 +80,19 @@ def fit_split(frame: pa.Table, train_index: np.ndarray, val_index: np.ndarray, *
     model = model.to(device)
     generator = torch.Generator(device=device).manual_seed(seed)
     val_data = _tensors(encoded, val_index, device)
+    exposed = _encoded(preprocessor, exposure, "trained")
     result = train(model, _tensors(encoded, train_index, device), val_data, training,
-                   generator, callbacks)
+                   generator, callbacks,
+                   known=None if exposed is None else _tensors(exposed, slice(None), device))
+
+    def score(part: EncodedBatch) -> ScoreParts:
+        # Rows get their content's draws and the scoring seed, so these scores equal
+        # what `score` gives them.
+        return score_rows(model, part, row_keys(part), samples=samples, seed=score_seed,
+                          device=device)
 
     def scores(rows: np.ndarray) -> ScoreParts:
-        # Held-out rows get their content's draws and the scoring seed, so these scores
-        # equal what `score` gives them.
-        subset = _subset(encoded, rows)
-        return score_rows(model, subset, row_keys(subset), samples=samples,
-                          seed=score_seed, device=device)
+        return score(_subset(encoded, rows))
 
     # Every held-out row sets the threshold, those judged anomalous included: taking
     # them out put the false-positive rate on clean files with a far tail of rare rows
@@ -92,7 +109,18 @@ def fit_split(frame: pa.Table, train_index: np.ndarray, val_index: np.ndarray, *
                                      heldout.score(outlier_kind)[held_out]])
         order = np.argsort(rows, kind="stable")
         outliers = TrainingOutliers(rows[order], row_scores[order])
-    return SplitFit(preprocessor, model.cpu(), result, heldout, outliers)
+    judged = _encoded(preprocessor, exposure, "judged")
+    known = None if judged is None else score(judged)
+    return SplitFit(preprocessor, model.cpu(), result, heldout, outliers, known)
+
+
+def _encoded(preprocessor: Preprocessor, exposure: Exposure | None,
+             part: str) -> EncodedBatch | None:
+    """The exposure's ``trained`` or ``judged`` rows, encoded; None when it has none."""
+    table = None if exposure is None else getattr(exposure, part)
+    if table is None or table.num_rows == 0:
+        return None
+    return preprocessor.transform(table, source=exposure.source)
 
 
 def _heldout_outliers(model: TabularVAE, val_data: Tensors, result: TrainingResult, beta: float,

@@ -5,6 +5,7 @@ that `info` answers at once."""
 from __future__ import annotations
 
 from .artifact import FORMAT_NAME, FORMAT_VERSION
+from .fit_summary import known_anomalies_text
 from .loading import read_checked
 from .preprocessing import NUMERIC
 
@@ -38,6 +39,7 @@ def describe_model(model_path) -> dict:
             f"decoder variance per {config['decoder_variance']}"),
         "training": training,
         "training_outliers": _outliers_summary(training, meta["params"]),
+        "known_anomalies": known_anomalies_text(training),
         "versions": meta["versions"],
     }
 

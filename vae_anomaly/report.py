@@ -148,6 +148,7 @@ def _model_section(info: dict, detector: Detector, scored_path,
         "Target false-positive rate": f"{info['fpr']:.3g}",
         "Training rows": f"{training['train_rows']} + {training['validation_rows']} held out",
         "Training rows judged anomalous": info["training_outliers"],
+        "Known anomalies": info["known_anomalies"],
         "Epochs": f"{training['epochs_run']} run, best {training['best_epoch']}"
         + (" (stopped early)" if training.get("stopped_early") else ""),
         "Architecture": info["architecture_summary"],

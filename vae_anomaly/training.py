@@ -5,7 +5,9 @@ from a captured CUDA graph (CudaGraphStep); on a CPU the parameters live in one
 flat buffer while training (FlatStep), stepped by FlatAdam on one torch thread.
 With robust training (TrainingConfig.contamination) each row's loss is noted as it
 trains, and after each epoch rows far out in the tail leave the next epoch's
-gradient (_RowRejection; the rule is rejection.py's).
+gradient (_RowRejection; the rule is rejection.py's). With confirmed anomalies
+(``known``, outlier exposure) each step also draws some of them and adds a hinge
+that pushes their score above the batch's normal rows' (TrainingStep._exposure).
 
 Display is not done here: progress reaches the caller through callbacks.
 """
@@ -61,6 +63,19 @@ _EVAL_ROWS = 16_384  # validation rows per forward pass, to bound memory
 # steps settle into a lower validation loss than a constant rate in the same
 # epochs (docs/benchmarks.md, "Tried and dropped"). Runs that stop early never reach the decay.
 _FINAL_LEARNING_RATE_FRACTION = 0.05
+# Outlier exposure: each step draws up to _EXPOSURE_ROWS confirmed anomalies (with
+# replacement, so one row is drawn every step) and adds _EXPOSURE_WEIGHT times the
+# mean hinge max(0, margin - score) over them, where score is the negative ELBO the
+# detector scores with (beta 1) and the margin is the _EXPOSURE_QUANTILE quantile of
+# the batch's normal rows' scores plus _EXPOSURE_MARGIN nats. A hinge is bounded: its
+# gradient per row is at most the weight, whatever the count, and it stops pushing
+# once a row clears the margin, so a few hundred rows cannot swamp the normal loss and
+# a handful still count every step (docs/method.md, "Confirmed anomalies").
+_EXPOSURE_ROWS = 64
+_EXPOSURE_WEIGHT = 0.1
+_EXPOSURE_QUANTILE = 0.95
+_EXPOSURE_MARGIN = 5.0
+_EXPOSURE_GRADIENT_SHARE = 0.5
 
 
 @dataclass
@@ -165,13 +180,16 @@ class TrainingResult:
 
 
 def train(model: TabularVAE, train_data: Tensors, val_data: Tensors, config: TrainingConfig,
-          generator: torch.Generator, callbacks: Sequence[TrainingCallback] = ()) -> TrainingResult:
-    """Fit ``model`` in place and leave it holding the best weights seen on validation."""
+          generator: torch.Generator, callbacks: Sequence[TrainingCallback] = (),
+          known: Tensors | None = None) -> TrainingResult:
+    """Fit ``model`` in place and leave it holding the best weights seen on validation.
+    ``known``: confirmed anomalies, whose scores training pushes up (outlier exposure)."""
     epochs = config.resolved_epochs(len(train_data))
     batch_size = config.resolved_batch_size(len(train_data))
     device = train_data.numeric.device
     with _training_threads(device):
         step = training_step(model, config, batch_size, device, len(train_data))
+        step.known = known if known is not None and len(known) else None
         try:
             history, best_epoch, best = _run_epochs(step, train_data, val_data, config,
                                                     epochs, batch_size, generator, callbacks)
@@ -344,6 +362,7 @@ class TrainingStep:
         # rejected rows included, so that they can come back.
         self.row_weights = self.row_loss = None
         self.weighted = False
+        self.known: Tensors | None = None  # confirmed anomalies (outlier exposure)
         if config.rejects_rows:
             self.row_weights = torch.ones(train_rows, device=device)
             self.row_loss = torch.zeros(train_rows, device=device)
@@ -353,12 +372,16 @@ class TrainingStep:
         self.totals.zero_()
         self.beta.fill_(beta)
 
-    def run(self, data: Tensors, index: torch.Tensor, eps: torch.Tensor) -> None:
+    def run(self, data: Tensors, index: torch.Tensor, eps: torch.Tensor,
+            known: tuple[torch.Tensor, torch.Tensor] | None = None) -> None:
+        """One step on the rows ``index`` with draws ``eps``; ``known``, the index and
+        draws of the confirmed anomalies this step exposes the model to."""
         batch = data.rows(index)
         reconstruction, kl = negative_elbo(self.model, batch.numeric, batch.indicators,
                                            batch.codes, eps)
         # Training draws one eps per row: its reconstruction NLL is row 0, a view.
         per_row = reconstruction[0] if len(reconstruction) == 1 else reconstruction.mean(0)
+        row_kl = kl
         if self.row_loss is not None:
             self.row_loss.index_copy_(0, index, (per_row + self.config.beta * kl).detach())
         if self.weighted:
@@ -370,9 +393,36 @@ class TrainingStep:
         # gradients where they were when it was captured.
         self.optimiser.zero_grad(set_to_none=False)
         loss.backward()
+        if known is not None:
+            self._add_exposure_gradient(self._exposure(per_row + row_kl, *known))
         self.clip_gradients()
         self.optimiser.step()
         self.totals += torch.stack([loss.detach(), reconstruction.detach(), kl.detach()]) * len(index)
+
+    def _exposure(self, normal_scores: torch.Tensor, index: torch.Tensor,
+                  eps: torch.Tensor) -> torch.Tensor:
+        """The hinge on the drawn confirmed anomalies (see _EXPOSURE_WEIGHT)."""
+        rows = self.known.rows(index)
+        reconstruction, kl = negative_elbo(self.model, rows.numeric, rows.indicators,
+                                           rows.codes, eps)
+        scores = reconstruction.mean(0) + kl
+        margin = torch.quantile(normal_scores.detach(), _EXPOSURE_QUANTILE) + _EXPOSURE_MARGIN
+        return _EXPOSURE_WEIGHT * torch.relu(margin - scores).mean()
+
+    def _add_exposure_gradient(self, exposure: torch.Tensor) -> None:
+        """Add the exposure term's gradient, scaled down where needed to at most
+        _EXPOSURE_GRADIENT_SHARE of the normal rows' gradient norm: however few the
+        confirmed rows and however far below the margin, they steer the step without
+        taking it over (and the validation loss that stops training early keeps
+        improving)."""
+        grads = [p.grad for p in self.model.parameters()]
+        normal = [g.clone() for g in grads]
+        for g in grads:
+            g.zero_()
+        exposure.backward()
+        scale = _exposure_scale(_norm(normal), _norm(grads))
+        torch._foreach_mul_(grads, scale)
+        torch._foreach_add_(grads, normal)
 
     def _kept_means(self, reconstruction: torch.Tensor, kl: torch.Tensor,
                     index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -427,6 +477,15 @@ class FlatStep(TrainingStep):
         # The same rule as clip_grad_norm_: scale by max_norm / (norm + 1e-6) when below 1.
         norm = torch.linalg.vector_norm(self.flat.grad)
         self.flat.grad.mul_(torch.clamp(self.config.grad_clip_norm / (norm + 1e-6), max=1.0))
+
+    def _add_exposure_gradient(self, exposure: torch.Tensor) -> None:
+        # As TrainingStep's, on the one flat gradient: one copy, two norms.
+        normal = self.flat.grad.clone()
+        self.flat.grad.zero_()
+        exposure.backward()
+        scale = _exposure_scale(torch.linalg.vector_norm(normal),
+                                torch.linalg.vector_norm(self.flat.grad))
+        self.flat.grad.mul_(scale).add_(normal)
 
     def snapshot(self) -> torch.Tensor:
         return self.flat.detach().clone()
@@ -500,9 +559,11 @@ class CudaGraphStep(TrainingStep):
         self.capture_failed = False
         self.warmup_steps_run = 0
 
-    def run(self, data: Tensors, index: torch.Tensor, eps: torch.Tensor) -> None:
-        if len(index) != len(self.index) or self.capture_failed:
-            return super().run(data, index, eps)
+    def run(self, data: Tensors, index: torch.Tensor, eps: torch.Tensor,
+            known: tuple[torch.Tensor, torch.Tensor] | None = None) -> None:
+        # Exposure steps run uncaptured: the graph holds no confirmed anomalies.
+        if len(index) != len(self.index) or self.capture_failed or known is not None:
+            return super().run(data, index, eps, known)
         if self.graph is None and self.warmup_steps_run < self._WARMUP_STEPS:
             self.warmup_steps_run += 1
             return self._on_side_stream(partial(super().run, data, index, eps))
@@ -561,7 +622,7 @@ def _train_epoch(step: TrainingStep, schedule: HoldThenCosine, data: Tensors, ba
     for start in range(0, len(data), batch_size):
         index = order[start:start + batch_size]
         eps = torch.randn(1, len(index), latent_dim, generator=generator, device=generator.device)
-        step.run(data, index, eps)
+        step.run(data, index, eps, _known_draw(step.known, latent_dim, generator))
         schedule.step()
     # Checked once an epoch, not every step: reading a GPU value stalls the device, and a
     # non-finite step loss leaves the epoch's sum non-finite anyway.
@@ -571,6 +632,29 @@ def _train_epoch(step: TrainingStep, schedule: HoldThenCosine, data: Tensors, ba
             f"training diverged: the loss became {mean_loss} in epoch {epoch}; "
             "check the data for extreme values or lower the learning rate")
     return mean_loss, mean_reconstruction, mean_kl
+
+
+def _norm(tensors: list[torch.Tensor]) -> torch.Tensor:
+    return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(tensors)))
+
+
+def _exposure_scale(normal_norm: torch.Tensor, exposure_norm: torch.Tensor) -> torch.Tensor:
+    """The factor that brings the exposure gradient to at most _EXPOSURE_GRADIENT_SHARE
+    of the normal one's norm (a tensor: nothing is read back from the device)."""
+    return torch.clamp(_EXPOSURE_GRADIENT_SHARE * normal_norm / (exposure_norm + 1e-12),
+                       max=1.0)
+
+
+def _known_draw(known: Tensors | None, latent_dim: int,
+                generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The confirmed anomalies a step exposes (drawn with replacement) and their eps;
+    None, drawing nothing from the generator, when there are none."""
+    if known is None:
+        return None
+    count = min(len(known), _EXPOSURE_ROWS)
+    index = torch.randint(len(known), (count,), generator=generator, device=generator.device)
+    eps = torch.randn(1, count, latent_dim, generator=generator, device=generator.device)
+    return index, eps
 
 
 @torch.no_grad()
