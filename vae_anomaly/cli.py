@@ -7,8 +7,8 @@ model file or usage; 3 input drift with --fail-on-drift; 4 an unexpected
 internal error; 130 interrupted.
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations`: typer reads each command's signature, and
+# string annotations would be evaluated on every run (0.1 s of `score`'s start-up).
 import contextlib
 import json
 import os
@@ -129,10 +129,10 @@ def _stderr() -> Console:
 class _EpochProgress:
     """A rich progress bar fed by the training loop's on_epoch_end callback."""
 
-    def __init__(self, progress: Progress):
+    def __init__(self, progress: "Progress"):
         self.progress, self.task = progress, None
 
-    def on_epoch_end(self, stats: EpochStats) -> None:
+    def on_epoch_end(self, stats: "EpochStats") -> None:
         if self.task is None:
             self.task = self.progress.add_task("training", total=stats.epochs)
         stage = (f"calibration fit {stats.fit} of {stats.calibration_fits} · " if stats.fit
@@ -146,7 +146,7 @@ def _calibration_fits_text(fits: int) -> str:
     return {0: "", 1: " (1 calibration fit)"}.get(fits, f" ({fits} calibration fits)")
 
 
-def _progress(quiet: bool) -> Progress | None:
+def _progress(quiet: bool) -> "Progress | None":
     console = _stderr()
     if quiet or not console.is_terminal:
         return None
