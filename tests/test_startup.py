@@ -31,7 +31,8 @@ print(json.dumps({{"code": code, "loaded": loaded}}), file=sys.__stdout__)
 """
 
 
-def imported_by(args: list[str], body: str = "from vae_anomaly.cli import main; main()",
+# app(), not main(): main() ends the process at once, before the probe could report.
+def imported_by(args: list[str], body: str = "from vae_anomaly.cli import app; app()",
                 cwd: Path | None = None) -> dict:
     script = _PROBE.format(body=body, heavy=HEAVY)
     result = subprocess.run([sys.executable, "-c", script, json.dumps(args)],
