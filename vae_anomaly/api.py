@@ -28,10 +28,10 @@ from .data import (
     check_output_folder,
     check_writable_destination,
     exclusive_lock,
+    is_database_url,
     is_parquet,
     is_stdin,
     plain_name,
-    read_batches,
     read_table,
     refuse_same_file,
     source_name,
@@ -44,6 +44,15 @@ from .health import HealthMonitor
 from .loading import load
 from .known import KnownRows, known_from_file, parse_label_column
 from .params import check_score_options, names
+from .sql import (
+    check_sink_options,
+    check_source_options,
+    read_query,
+    read_source,
+    read_source_table,
+    sink_name,
+    table_sink,
+)
 from .training import TrainingCallback
 
 
@@ -59,22 +68,27 @@ class ScoreResult:
     rows: int
     flagged: int
     threshold: float
-    output: Path | None  # None: written to stdout
+    output: Path | str | None  # None: written to stdout; str: "table NAME in URL"
     seconds: float
-    input: Path | None = None
+    input: Path | str | None = None  # str: a database URL, without its password
     health: dict = field(default_factory=dict)
+    query: str | None = None  # the SQL that selected the rows of a database input
 
     def to_dict(self) -> dict:
-        return {"input": str(self.input), "output": str(self.output or "-"), "rows": self.rows,
-                "flagged": self.flagged, "threshold": self.threshold,
-                "seconds": round(self.seconds, 3), "health": self.health}
+        found = {"input": str(self.input), "output": str(self.output or "-"), "rows": self.rows,
+                 "flagged": self.flagged, "threshold": self.threshold,
+                 "seconds": round(self.seconds, 3), "health": self.health}
+        if self.query is not None:
+            found = {"input": found["input"], "query": self.query, **found}
+        return found
 
 
 def fit_file(data, model_path, *, callbacks: Sequence[TrainingCallback] = (),
              training_outliers: str | Path | None = None,
              known_anomalies: str | Path | None = None, label_column: str | None = None,
-             **detector_options) -> FitResult:
-    """Train on ``data`` (a CSV or Parquet file, or ``-`` for CSV on standard input) and
+             query: str | None = None, **detector_options) -> FitResult:
+    """Train on ``data`` (a CSV or Parquet file, ``-`` for CSV on standard input, or a
+    database URL with ``query``, the SQL selecting the rows) and
     write the model file atomically to ``model_path``; with ``training_outliers``, also
     the training rows judged anomalous, to that CSV or Parquet file.
 
@@ -82,7 +96,9 @@ def fit_file(data, model_path, *, callbacks: Sequence[TrainingCallback] = (),
     of such rows, with the feature columns; others are ignored) or from
     ``label_column`` in ``data`` (1/true/yes: confirmed; 0/false/no or empty: not
     labelled). Training pushes their scores up and never learns them as normal."""
-    data, model_path = Path(data), Path(model_path)
+    query = read_query(query)
+    check_source_options(data, query)
+    data, model_path = _data_path(data), Path(model_path)
     refuse_same_file(data, model_path, "--model")
     check_writable_destination(model_path)
     outliers_path = None if training_outliers is None else Path(training_outliers)
@@ -96,7 +112,7 @@ def fit_file(data, model_path, *, callbacks: Sequence[TrainingCallback] = (),
     _check_known_options(data, known_path, label_column, model_path, outliers_path,
                          detector_options)
     with exclusive_lock(model_path):
-        frame = read_table(data)
+        frame = read_source_table(data, query)
         if outliers_path is not None:
             _refuse_outlier_column_clash(frame)
         detector = Detector(**detector_options)
@@ -108,6 +124,11 @@ def fit_file(data, model_path, *, callbacks: Sequence[TrainingCallback] = (),
         detector.save(model_path)
     return FitResult(detector.summary_, detector.threshold_,
                      notes + detector.preprocessor_.notes)
+
+
+def _data_path(data) -> Path | str:
+    """A file's Path; a database URL stays a str (a Path would fold its //)."""
+    return data if is_database_url(data) else Path(data)
 
 
 def _check_known_options(data: Path, known_path: Path | None, label_column: str | None,
@@ -200,21 +221,34 @@ def score_file(data, model_path, *, output: str | Path | None = None, seed: int 
                samples: int | None = None, threshold: float | None = None,
                device: str = "cpu", chunk_size: int = DEFAULT_CHUNK_ROWS,
                kind: str | None = None, explain: int = 0,
-               detector: Detector | None = None) -> ScoreResult:
+               detector: Detector | None = None, query: str | None = None,
+               output_table: str | None = None, if_exists: str = "fail") -> ScoreResult:
     """Score the file ``data`` in chunks; write every input column plus the score columns.
 
     ``data`` is a CSV file (plain, or compressed as .gz, .bz2 or .zst), a Parquet
-    file, or ``"-"`` for CSV on standard input. ``output`` is a path (CSV, compressed
-    CSV or Parquet by extension), ``"-"`` for CSV on stdout, or None for
-    DATA.scored.csv beside DATA. Memory stays bounded by ``chunk_size`` rows, and
-    the scores equal those of scoring the file in one piece.
+    file, ``"-"`` for CSV on standard input, or a database URL (postgresql://...,
+    sqlite:///file.db) with ``query``, the SQL selecting the rows (or @file.sql).
+    ``output`` is a path (CSV, compressed
+    CSV or Parquet by extension), ``"-"`` for CSV on stdout, None for
+    DATA.scored.csv beside DATA, or a database URL with ``output_table`` (written in
+    one transaction; ``if_exists``: fail, replace or append). Memory stays bounded by
+    ``chunk_size`` rows, and the scores equal those of scoring the file in one piece.
     """
     started = time.perf_counter()
     check_score_options(seed=seed, samples=samples, threshold=threshold, explain=explain,
                         chunk_size=chunk_size)
-    data = Path(data)
-    destination = None if output == "-" else Path(output or default_output_path(data))
-    if destination is not None:
+    query = read_query(query)
+    check_source_options(data, query)
+    check_sink_options(output, output_table, if_exists)
+    data = _data_path(data)
+    if is_database_url(data) and output is None:
+        raise InputError(f"scoring {source_name(data)} needs an output: -o FILE, or -o URL "
+                         "--output-table NAME to write a table")
+    if is_database_url(output):
+        destination = sink_name(output, output_table)
+    else:
+        destination = None if output == "-" else Path(output or default_output_path(data))
+    if isinstance(destination, Path):
         refuse_same_file(data, destination, "--output")
         refuse_same_file(Path(model_path), destination, "--output", "model")
         check_writable_destination(destination)
@@ -223,8 +257,10 @@ def score_file(data, model_path, *, output: str | Path | None = None, seed: int 
     rows = flagged = 0
     # sys.stdout.buffer only when writing there: a notebook's stdout has no buffer.
     stdout = sys.stdout.buffer if destination is None else None
-    with _locked(destination), table_output(destination, stdout=stdout) as writer:
-        for table in read_batches(data, chunk_size):
+    sink = (table_sink(output, output_table, if_exists) if isinstance(destination, str)
+            else _file_sink(destination, stdout))
+    with sink as writer:
+        for table in read_source(data, query, chunk_size):
             _refuse_clashing_columns(table, data)
             scores = detector.score_columns(table, samples=samples, seed=seed,
                                             threshold=threshold, first_row=rows,
@@ -237,23 +273,33 @@ def score_file(data, model_path, *, output: str | Path | None = None, seed: int 
     if threshold is None:
         threshold = detector.threshold_for(kind or detector.score_kind)
     return ScoreResult(rows=rows, flagged=flagged, threshold=threshold,
-                       output=destination, seconds=time.perf_counter() - started, input=data,
-                       health=health.report())
+                       output=destination, seconds=time.perf_counter() - started,
+                       input=source_name(data) if is_database_url(data) else data,
+                       health=health.report(), query=query)
+
+
+@contextlib.contextmanager
+def _file_sink(destination: Path | None, stdout):
+    with _locked(destination), table_output(destination, stdout=stdout) as writer:
+        yield writer
 
 
 def evaluate_file(data, model_path, *, label_column: str, seed: int | None = None,
                   samples: int | None = None, threshold: float | None = None,
                   device: str = "cpu", chunk_size: int = DEFAULT_CHUNK_ROWS,
-                  kind: str | None = None) -> dict:
-    """Score the labelled file ``data`` as ``score`` would and return its metrics."""
+                  kind: str | None = None, query: str | None = None) -> dict:
+    """Score the labelled file ``data`` (or the rows ``query`` selects from a database
+    URL) as ``score`` would and return its metrics."""
     # Here, not above: scikit-learn's metrics take a second to import, and `score` needs none.
     from .evaluation import classification_metrics, parse_labels
 
-    data, name = Path(data), source_name(data)
+    query = read_query(query)
+    check_source_options(data, query)
+    data, name = _data_path(data), source_name(data)
     check_score_options(seed=seed, samples=samples, threshold=threshold)
     detector = load(model_path, estimator=False)
     labels, scores, flagged, rows = [], [], [], 0
-    for table in read_batches(data, chunk_size):
+    for table in read_source(data, query, chunk_size):
         if label_column not in table.column_names:
             raise InputError(f"label column `{label_column}` is not in {name}; its columns "
                              f"are: {', '.join(table.column_names)}")
@@ -273,7 +319,8 @@ def evaluate_file(data, model_path, *, label_column: str, seed: int | None = Non
     cut = detector.threshold_for(kind or detector.score_kind) if threshold is None else threshold
     metrics = classification_metrics(np.concatenate(labels), np.concatenate(scores),
                                      np.concatenate(flagged), cut)
-    return {"input": str(data), "model": str(model_path),
+    return {"input": name if is_database_url(data) else str(data), "model": str(model_path),
+            **({"query": query} if query is not None else {}),
             "score": kind or detector.score_kind, **metrics}
 
 

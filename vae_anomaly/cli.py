@@ -105,6 +105,12 @@ class Engine(str, Enum):
     dask = "dask"
 
 
+class IfExists(str, Enum):
+    fail = "fail"
+    replace = "replace"
+    append = "append"
+
+
 class Device(str, Enum):
     auto = "auto"
     cpu = "cpu"
@@ -120,6 +126,10 @@ SamplesOption = Annotated[Optional[int], typer.Option(
     "--samples", help="Monte Carlo draws K per row. Default: the model's (16).")]
 DeviceOption = Annotated[Device, typer.Option(
     help="Where to run: auto uses a CUDA GPU when present.")]
+QueryOption = Annotated[Optional[str], typer.Option(
+    "--query", metavar="SQL",
+    help="With a database URL as DATA: the SQL that selects the rows (required there), "
+         "or @file.sql to read it from a file. Needs pip install 'vae-anomaly[sql]'.")]
 
 
 def _stderr() -> Console:
@@ -188,12 +198,14 @@ def _run(action):
 
 @app.command(short_help="Learn from normal records in DATA and save the model.")
 def fit(
-    data: Annotated[Path, typer.Argument(
-        metavar="DATA.csv",
+    data: Annotated[str, typer.Argument(
+        metavar="DATA",
         help="CSV or Parquet file of normal records to learn from. CSV may be compressed as "
              ".csv.gz, .csv.bz2 or .csv.zst (codec from the extension); - reads CSV from "
-             "standard input.")],
+             "standard input; a database URL (postgresql://[user@][host][:port]/db or "
+             "sqlite:///file.db) reads the rows --query selects.")],
     model: ModelOption = Path("model.vae"),
+    query: QueryOption = None,
     seed: Annotated[int, typer.Option(help="Random seed: the same seed gives the same model.")] = 0,
     exclude: Annotated[Optional[list[str]], typer.Option(
         metavar="COLUMN", help="Column to ignore (ids, labels, timestamps). Repeat for several.")] = None,
@@ -266,7 +278,7 @@ def fit(
                    fpr=fpr, calibration_fits=calibration_fits, device=device.value,
                    contamination=contamination)
     with progress or _nothing():
-        result = _run(lambda: fit_file(data, model, callbacks=callbacks,
+        result = _run(lambda: fit_file(data, model, callbacks=callbacks, query=query,
                                        training_outliers=training_outliers,
                                        known_anomalies=known_anomalies,
                                        label_column=label_column, **options))
@@ -300,15 +312,25 @@ def score(
     data: Annotated[str, typer.Argument(
         metavar="DATA",
         help="CSV or Parquet file to score (CSV may be compressed as .csv.gz, .csv.bz2 or "
-             ".csv.zst; codec from the extension), - for CSV on standard input, or a quoted "
-             "glob such as 'incoming/*.csv' (with --output-dir).")],
+             ".csv.zst; codec from the extension), - for CSV on standard input, a quoted "
+             "glob such as 'incoming/*.csv' (with --output-dir), or a database URL "
+             "(postgresql://[user@][host][:port]/db or sqlite:///file.db) with --query.")],
     model: ModelOption = Path("model.vae"),
+    query: QueryOption = None,
     output: Annotated[Optional[str], typer.Option(
-        "--output", "-o", metavar="PATH|-",
+        "--output", "-o", metavar="PATH|-|URL",
         help="Output file (.csv or .parquet; a name ending in .csv.gz, .csv.bz2 or .csv.zst "
-             "is written compressed), or - for CSV on stdout. "
+             "is written compressed), - for CSV on stdout, or a database URL with "
+             "--output-table. "
              "Default: DATA's name with .scored.csv (.scored.parquet for Parquet; compressed "
-             "as DATA is); required when DATA is -.")] = None,
+             "as DATA is); required when DATA is - or a database.")] = None,
+    output_table: Annotated[Optional[str], typer.Option(
+        metavar="NAME",
+        help="With -o URL: the table to write (NAME or SCHEMA.NAME), in one transaction "
+             "committed after the last row; a failed or killed run leaves it as it was.")] = None,
+    if_exists: Annotated[IfExists, typer.Option(
+        metavar="MODE", help="When --output-table exists: fail (exit 2, table untouched), replace (swapped "
+             "for the new rows at the commit) or append.")] = IfExists.fail,
     output_dir: Annotated[Optional[Path], typer.Option(
         metavar="DIR", help="Write one output per input, with the input's name, in DIR.")] = None,
     seed: DrawSeedOption = None,
@@ -362,10 +384,16 @@ def score(
     \b
     Partitioned data on a Dask cluster:
     vae-anomaly score 'data/part-*.parquet' --engine dask --scheduler tcp://host:8786 --output-dir scored/
+
+    \b
+    From a PostgreSQL table to another (the password from PGPASSWORD or ~/.pgpass):
+    vae-anomaly score postgresql://scorer@db/shop --query @yesterday.sql -o postgresql://scorer@db/shop --output-table flags --if-exists append
     """
     from .engines import score_files
 
     results = _run(lambda: score_files(data, model, output=output, output_dir=output_dir,
+                                       query=query, output_table=output_table,
+                                       if_exists=if_exists.value,
                                        summary=summary, engine=engine.value, scheduler=scheduler,
                                        seed=seed, samples=samples, threshold=threshold,
                                        device=device.value, chunk_size=chunk_size,
@@ -387,8 +415,9 @@ def _report_scored(console: Console, result) -> None:
     for finding in result.health["findings"]:
         console.print(f"Warning: {source_name(result.input)}: {finding}", markup=False)
     if result.rows == 0:
-        console.print(f"Note: {source_name(result.input)} has no rows; wrote a header-only output",
-                      markup=False)
+        wrote = ("wrote the table with its columns and no rows"
+                 if isinstance(result.output, str) else "wrote a header-only output")
+        console.print(f"Note: {source_name(result.input)} has no rows; {wrote}", markup=False)
     share = result.flagged / result.rows if result.rows else 0.0
     destination = "stdout" if result.output is None else str(result.output)
     console.print(
@@ -401,10 +430,12 @@ def _report_scored(console: Console, result) -> None:
 def evaluate(
     data: Annotated[str, typer.Argument(
         metavar="LABELED", help="CSV or Parquet file with a label column (CSV may be compressed "
-                                "as .csv.gz, .csv.bz2 or .csv.zst).")],
+                                "as .csv.gz, .csv.bz2 or .csv.zst), or a database URL with "
+                                "--query.")],
     label_column: Annotated[str, typer.Option(
         metavar="COL", help="Column holding the truth: 1 (or true) = anomaly, 0 = normal.")],
     model: ModelOption = Path("model.vae"),
+    query: QueryOption = None,
     seed: DrawSeedOption = None,
     samples: SamplesOption = None,
     threshold: Annotated[Optional[float], typer.Option(
@@ -427,6 +458,7 @@ def evaluate(
     from .api import evaluate_file
 
     metrics = _run(lambda: evaluate_file(data, model, label_column=label_column, seed=seed,
+                                         query=query,
                                          samples=samples, threshold=threshold,
                                          device=device.value,
                                          kind=score_kind.value if score_kind else None))

@@ -64,8 +64,40 @@ def is_stdin(path: str | os.PathLike) -> bool:
 
 
 def source_name(path: str | os.PathLike) -> str:
-    """How messages name an input: its file name, or "standard input" for ``-``."""
+    """How messages name an input: its file name, "standard input" for ``-``, or a
+    database URL without its password."""
+    if is_database_url(path):
+        return redact_url(path)
     return "standard input" if is_stdin(path) else Path(path).name
+
+
+# Database URLs (sql.py reads and writes them; these helpers import no driver).
+DATABASE_SCHEMES = ("postgresql://", "postgres://", "sqlite://")
+
+
+def is_database_url(data: object) -> bool:
+    """Whether ``data`` is a database URL (a str: a Path would have folded its //)."""
+    return isinstance(data, str) and data.lower().startswith(DATABASE_SCHEMES)
+
+
+def url_passwords(url: str) -> list[str]:
+    """The passwords a URL carries, in its user part or as ?password=, as written."""
+    netloc = url.partition("://")[2].partition("/")[0]
+    userinfo, at, _ = netloc.rpartition("@")
+    found = [userinfo.split(":", 1)[1]] if at and ":" in userinfo else []
+    return found + re.findall(r"[?&]password=([^&#]*)", url)
+
+
+def redact_url(url: str) -> str:
+    """The URL with any password replaced by ***, for messages, summaries and logs:
+    postgresql://me:secret@db/prod -> postgresql://me:***@db/prod."""
+    scheme, _, rest = url.partition("://")
+    netloc, slash, tail = rest.partition("/")
+    userinfo, at, host = netloc.rpartition("@")
+    if at and ":" in userinfo:
+        netloc = f"{userinfo.split(':', 1)[0]}:***@{host}"
+    tail = re.sub(r"([?&]password=)[^&#]*", r"\1***", tail)
+    return f"{scheme}://{netloc}{slash}{tail}"
 
 
 def compression_of(path: str | os.PathLike) -> str | None:
@@ -103,14 +135,20 @@ def read_batches(path: str | os.PathLike, chunk_rows: int = DEFAULT_CHUNK_ROWS) 
         _check_readable_file(path)
         schema, reader = (_parquet_batches(path, chunk_rows) if is_parquet(path)
                           else _csv_batches(_FileSource(path)))
-    pending, yielded = None, False
     with _arrow_errors(source_name(path), compression_of(path)):
-        for batch in reader:
-            table = pa.Table.from_batches([batch])
-            pending = table if pending is None else pa.concat_tables([pending, table])
-            while pending.num_rows >= chunk_rows:
-                yield pending.slice(0, chunk_rows)
-                pending, yielded = pending.slice(chunk_rows), True
+        yield from rechunk(schema, reader, chunk_rows)
+
+
+def rechunk(schema: pa.Schema, batches, chunk_rows: int) -> Iterator[pa.Table]:
+    """Record batches as tables of exactly ``chunk_rows`` rows, the last one shorter
+    (at least one table, perhaps empty, of ``schema``)."""
+    pending, yielded = None, False
+    for batch in batches:
+        table = pa.Table.from_batches([batch])
+        pending = table if pending is None else pa.concat_tables([pending, table])
+        while pending.num_rows >= chunk_rows:
+            yield pending.slice(0, chunk_rows)
+            pending, yielded = pending.slice(chunk_rows), True
     if pending is None:
         yield schema.empty_table()
     elif pending.num_rows or not yielded:
@@ -504,8 +542,8 @@ def _as_text(value: object) -> object:
 def refuse_same_file(data: Path, destination: Path, option: str, what: str = "input") -> None:
     """OutputError if writing ``destination`` would overwrite ``data``. Compared whether
     or not they exist yet: an output the run is about to write counts. Standard input
-    (``-``) is no file to overwrite."""
-    if is_stdin(data):
+    (``-``) and a database URL are no file to overwrite."""
+    if is_stdin(data) or is_database_url(data) or is_database_url(destination):
         return
     try:
         same = Path(destination).resolve() == Path(data).resolve()

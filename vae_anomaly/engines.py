@@ -17,10 +17,17 @@ import json
 import time
 from pathlib import Path
 
-from .api import ScoreResult, expand_inputs, planned_outputs, score_each
-from .data import atomic_output, check_writable_destination, is_stdin, refuse_same_file
+from .api import ScoreResult, expand_inputs, planned_outputs, score_each, score_file
+from .data import (
+    atomic_output,
+    check_writable_destination,
+    is_database_url,
+    is_stdin,
+    refuse_same_file,
+)
 from .distributed import check_engine_options, score_partitions
 from .errors import InputError
+from .sql import check_sink_options, check_source_options, read_query
 
 
 def file_sha256(path) -> str:
@@ -63,6 +70,14 @@ def score_files(pattern: str | Path, model_path, *, output: str | Path | None = 
     the outputs are identical to the local engine's.
     """
     started = time.perf_counter()
+    database = {key: options.pop(key) for key in ("query", "output_table", "if_exists")
+                if key in options}
+    if is_database_url(pattern) or is_database_url(output):
+        return _score_database(pattern, model_path, output=output, output_dir=output_dir,
+                               summary=summary, engine=engine, started=started,
+                               **database, **options)
+    check_source_options(pattern, read_query(database.get("query")))
+    check_sink_options(output, database.get("output_table"), database.get("if_exists", "fail"))
     check_engine_options(engine, scheduler=scheduler, output=output, output_dir=output_dir)
     if is_stdin(pattern) and output_dir is not None:
         raise InputError("standard input (-) has no file name to write into --output-dir; "
@@ -89,3 +104,37 @@ def score_files(pattern: str | Path, model_path, *, output: str | Path | None = 
     if summary is not None:
         write_summary(summary, results, model_path, model_sha256, started)
     return results
+
+
+def _score_database(data, model_path, *, output, output_dir, summary, engine: str,
+                    started: float, **options) -> list[ScoreResult]:
+    """One run with a database on either side: a query in, or a table out (or both).
+    The local engine only: a query is one stream, not partitions."""
+    if engine != "local":
+        raise InputError("--engine dask scores files; read a database with the local engine "
+                         "(drop --engine)")
+    if output_dir is not None:
+        raise InputError("--output-dir writes one file per input file; with a database, pass "
+                         "-o FILE, or -o URL --output-table NAME")
+    if not is_database_url(data):
+        matched = expand_inputs(data)
+        if len(matched) > 1:
+            raise InputError(f"{str(data)!r} matches {len(matched)} files; a table output takes "
+                             "one input per run")
+        data = matched[0]
+    if summary is not None:
+        if str(summary) == "-":
+            raise InputError("--summary needs a file path, not - (standard output carries the "
+                             "scored rows with -o -); pass e.g. --summary run.json")
+        summary = Path(summary)
+        refuse_same_file(Path(model_path), summary, "--summary", "model")
+        if not is_database_url(data):
+            refuse_same_file(data, summary, "--summary")
+        if output is not None and output != "-" and not is_database_url(output):
+            refuse_same_file(Path(output), summary, "--summary", "output")
+        check_writable_destination(summary)
+    model_sha256 = file_sha256(model_path)
+    result = score_file(data, model_path, output=output, **options)
+    if summary is not None:
+        write_summary(summary, [result], model_path, model_sha256, started)
+    return [result]

@@ -1,0 +1,377 @@
+"""Databases as sources and sinks: PostgreSQL and SQLite, through Apache Arrow's ADBC
+drivers (``pip install 'vae-anomaly[sql]'``; imported only when a URL is used).
+
+A source is a URL and a query: ``postgresql://[user@][host][:port]/db[?host=/socket&port=N]``
+(libpq's own form, handed to libpq as written, so ``PGPASSWORD``, ``~/.pgpass`` and
+``PGSERVICE`` work) or ``sqlite:///relative.db`` / ``sqlite:////abs/path.db``. Rows
+stream in Arrow record batches, re-cut to the chunk size, so memory stays bounded
+as with files. Types arrive as Arrow types (numbers as numbers, booleans as
+booleans, text as text); PostgreSQL ``numeric`` arrives as float64, and types the
+model cannot use (arrays, bytea, json, uuid, intervals) are refused by name.
+
+A sink is a URL and a table name. Everything a run writes happens in one
+transaction on one connection, committed only after the last row: a failure,
+Ctrl-C, SIGTERM or kill -9 leaves the table as it was. ``replace`` writes a staging
+table inside that transaction and swaps it for the old one just before the commit.
+Two runs writing one table: the second is refused at once (a PostgreSQL advisory
+transaction lock; for SQLite, the same lock file as for output files).
+
+Messages never carry a password: URLs are shown through ``redact_url``, and any
+password a URL holds is blotted out of the drivers' messages too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import re
+import urllib.parse
+from collections.abc import Iterator
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from .data import (
+    check_output_folder,
+    exclusive_lock,
+    is_database_url,
+    read_batches,
+    rechunk,
+    redact_url,
+    url_passwords,
+)
+from .errors import InputError, OutputError
+
+SQL_INSTALL = "pip install 'vae-anomaly[sql]'"
+IF_EXISTS = ("fail", "replace", "append")
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_$]*")
+CREDENTIALS_HINT = ("set the password with PGPASSWORD, ~/.pgpass or PGSERVICE rather "
+                    "than on the command line")
+
+
+# ----- options ----------------------------------------------------------------------
+def read_query(query: str | None) -> str | None:
+    """The SQL text of --query: as given, or read from the file named after an @."""
+    if query is None or not query.startswith("@"):
+        if query is not None and not query.strip():
+            raise InputError("--query is empty; pass the SQL that selects the rows, "
+                             "e.g. --query 'SELECT * FROM events'")
+        return query
+    path = Path(query[1:])
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        why = getattr(exc, "strerror", None) or "not UTF-8 text"
+        raise InputError(f"cannot read the query file {path} ({why}); check the path after "
+                         "--query @") from None
+    if not text.strip():
+        raise InputError(f"the query file {path} is empty; put the SELECT in it")
+    return text
+
+
+def check_source_options(data, query: str | None) -> None:
+    """A URL needs --query, and --query needs a URL."""
+    if is_database_url(data) and query is None:
+        raise InputError(f"{redact_url(data)} is a database: pass --query with the SQL that "
+                         "selects the rows (or --query @file.sql)")
+    if query is not None and not is_database_url(data):
+        raise InputError(f"--query selects rows from a database, but DATA {data} is a file; "
+                         "pass a postgresql:// or sqlite:/// URL as DATA, or drop --query")
+
+
+def check_sink_options(output, output_table: str | None, if_exists: str) -> None:
+    if if_exists not in IF_EXISTS:
+        raise InputError(f"--if-exists must be one of {', '.join(IF_EXISTS)}, not {if_exists!r}")
+    if is_database_url(output):
+        if output_table is None:
+            raise InputError(f"-o {redact_url(output)} is a database: pass --output-table NAME "
+                             "for the table to write")
+        table_name(output_table)  # refuse a bad name before any work
+    elif output_table is not None:
+        raise InputError("--output-table names a table in a database: pass the database as "
+                         "-o URL (postgresql://... or sqlite:///file.db)")
+
+
+def table_name(name: str) -> tuple[str | None, str]:
+    """(schema, table) from NAME or SCHEMA.NAME; letters, digits and _ only."""
+    parts = name.split(".")
+    if len(parts) > 2 or not all(_IDENTIFIER.fullmatch(part) for part in parts):
+        raise InputError(f"--output-table {name!r} is not a table name; use letters, digits "
+                         "and _ (starting with a letter), optionally as schema.table")
+    return (parts[0], parts[1]) if len(parts) == 2 else (None, parts[0])
+
+
+# ----- connections --------------------------------------------------------------------
+def _driver_error() -> type[Exception]:
+    import adbc_driver_manager
+
+    return adbc_driver_manager.Error
+
+
+def _scrub(text: str, url: str) -> str:
+    """One line of a driver's message, with every password the URL holds blotted out."""
+    line = " ".join(str(text).split())
+    for password in url_passwords(url):
+        for form in {password, urllib.parse.unquote(password)}:
+            if form:
+                line = line.replace(form, "***")
+    return line
+
+
+def _detail(exc: BaseException, url: str) -> str:
+    """The useful part of an ADBC error: the server's message, without the driver's
+    prefixes, the echoed query or the SQLSTATE."""
+    text = str(exc)
+    text = re.sub(r"^[A-Z_]+: (\[libpq\] )?", "", text.strip())
+    text = re.sub(r"^(Failed to connect|Failed to prepare query|Failed to execute query"
+                  r"|Failed to bind|[A-Za-z ]*failed): ", "", text)
+    text = text.split("\nLINE ")[0].split("\nQuery was:")[0]
+    text = re.sub(r"\s*SQLSTATE: \w+\s*$", "", text)
+    return _scrub(text.replace("ERROR:  ", "").replace("FATAL:  ", ""), url).rstrip(". ")
+
+
+def sqlite_path(url: str) -> Path:
+    """sqlite:///relative.db -> relative.db; sqlite:////abs/path.db -> /abs/path.db."""
+    prefix = "sqlite:///"
+    if not url.lower().startswith(prefix) or len(url) == len(prefix):
+        raise InputError(f"{url} is not a SQLite URL this tool reads; write sqlite:///relative.db "
+                         "or sqlite:////absolute/path.db")
+    return Path(url[len(prefix):].split("?", 1)[0])
+
+
+def is_sqlite(url: str) -> bool:
+    return url.lower().startswith("sqlite:")
+
+
+def connect(url: str, error: type[Exception] = InputError, *, create: bool = False):
+    """An ADBC DB-API connection (autocommit off) to ``url``; one-line errors naming
+    the server (without its password) and the fix."""
+    name = redact_url(url)
+    try:
+        if is_sqlite(url):
+            import adbc_driver_sqlite.dbapi as driver
+        else:
+            import adbc_driver_postgresql.dbapi as driver
+    except ImportError:
+        raise error(f"reading or writing {name} needs the database drivers; install them "
+                    f"with {SQL_INSTALL}") from None
+    if is_sqlite(url):
+        path = sqlite_path(url)
+        if create:
+            check_output_folder(path.parent if str(path.parent) else Path("."))
+        elif not path.is_file():
+            raise error(f"SQLite database {path} not found (from {name}); check the path: "
+                        "sqlite:///relative.db or sqlite:////absolute/path.db")
+        target = str(path)
+    else:
+        target = url
+    try:
+        return driver.connect(target)
+    except _driver_error() as exc:
+        detail = _detail(exc, url)
+        if re.search(r"password authentication failed|no password supplied|"
+                     r"authentication failed|role .* does not exist", detail):
+            raise error(f"cannot log in to {name}: {detail}; check the user in the URL and "
+                        f"its password ({CREDENTIALS_HINT})") from None
+        raise error(f"cannot connect to {name}: {detail}; check that the server is running "
+                    "and the URL's host, port and database") from None
+
+
+def _quote(identifier: str) -> str:
+    return '"' + identifier.replace('"', '""') + '"'
+
+
+def _qualified(schema: str | None, table: str) -> str:
+    return _quote(table) if schema is None else f"{_quote(schema)}.{_quote(table)}"
+
+
+def _scalar(cursor, sql: str):
+    cursor.execute(sql)
+    row = cursor.fetchone()
+    return None if row is None else row[0]
+
+
+# ----- reading ------------------------------------------------------------------------
+def read_source(data, query: str | None, chunk_rows: int) -> Iterator[pa.Table]:
+    """``data.read_batches`` for files; for a database URL, the query's rows in
+    tables of exactly ``chunk_rows`` rows (the last shorter; at least one)."""
+    check_source_options(data, query)
+    if not is_database_url(data):
+        return read_batches(data, chunk_rows)
+    return _query_batches(data, query, chunk_rows)
+
+
+def read_source_table(data, query: str | None) -> pa.Table:
+    """All the rows of a file or a query, in one table."""
+    return pa.concat_tables(read_source(data, query, 1 << 62))
+
+
+def _query_batches(url: str, query: str, chunk_rows: int) -> Iterator[pa.Table]:
+    name = redact_url(url)
+    connection = connect(url)
+    try:
+        cursor = connection.cursor()
+        try:
+            cursor.execute(query)
+            reader = cursor.fetch_record_batch()
+        except _driver_error() as exc:
+            raise InputError(f"the query failed on {name}: {_detail(exc, url)}; fix --query "
+                             "(or the table it reads)") from None
+        schema, convert = _usable_schema(reader.schema, name)
+        batches = (convert(batch) for batch in reader)
+        try:
+            yield from rechunk(schema, batches, chunk_rows)
+        except (_driver_error(), pa.ArrowException) as exc:
+            raise InputError(f"reading the rows of the query from {name} failed: "
+                             f"{_detail(exc, url)}; fix --query or the data") from None
+    finally:
+        with contextlib.suppress(Exception):
+            connection.close()
+
+
+def _usable_schema(schema: pa.Schema, name: str):
+    """The schema the rows are handed on with, and a function converting each batch:
+    PostgreSQL numeric (an opaque text type in Arrow) becomes float64; the drivers'
+    field metadata is dropped; a type the model cannot use is refused by name."""
+    fields, casts = [], []
+    for field in schema:
+        kind = field.type
+        if _is_pg_numeric(kind):
+            fields.append(pa.field(field.name, pa.float64()))
+            casts.append(True)
+            continue
+        if not _usable(kind):
+            db_type = (field.metadata or {}).get(b"POSTGRESQL:type", b"").decode() or str(kind)
+            raise InputError(f"column `{field.name}` of the query on {name} has type {db_type}, "
+                             f"which vae-anomaly cannot read; cast it in --query (e.g. "
+                             f"CAST({field.name} AS text)) or leave it out")
+        fields.append(pa.field(field.name, kind))
+        casts.append(False)
+    target = pa.schema(fields)
+
+    def convert(batch: pa.RecordBatch) -> pa.RecordBatch:
+        arrays = [pc.cast(column.storage, pa.float64()) if cast else column
+                  for column, cast in zip(batch.columns, casts)]
+        return pa.RecordBatch.from_arrays(arrays, schema=target)
+
+    return target, convert
+
+
+def _is_pg_numeric(kind: pa.DataType) -> bool:
+    return (getattr(kind, "extension_name", None) == "arrow.opaque"
+            and getattr(kind, "type_name", None) == "numeric")
+
+
+def _usable(kind: pa.DataType) -> bool:
+    t = pa.types
+    return any(check(kind) for check in (
+        t.is_null, t.is_boolean, t.is_integer, t.is_floating, t.is_decimal, t.is_string,
+        t.is_large_string, t.is_date, t.is_timestamp, t.is_time))
+
+
+# ----- writing ------------------------------------------------------------------------
+def sink_name(url: str, table: str) -> str:
+    """How messages and summaries name a table sink: table NAME in URL (no password)."""
+    return f"table {table} in {redact_url(url)}"
+
+
+class _TableSink:
+    """Writes tables into one table inside the open transaction of ``connection``."""
+
+    def __init__(self, connection, url: str, table: str, if_exists: str):
+        self.connection, self.url, self.table, self.if_exists = (
+            connection, url, table, if_exists)
+        self.cursor = connection.cursor()
+        self.schema, self.name = table_name(table)
+        self.sqlite = is_sqlite(url)
+        self.server = redact_url(url)
+        self.started = False
+        digest = hashlib.sha256(table.encode()).hexdigest()[:12]
+        # replace: the rows go to a staging table, swapped in just before the commit.
+        self.staging = f"vae_anomaly_new_{digest}" if if_exists == "replace" else None
+
+    def exists(self) -> bool:
+        literal = self.name.replace("'", "''")
+        if self.sqlite:
+            master = ("sqlite_master" if self.schema is None
+                      else f"{_quote(self.schema)}.sqlite_master")
+            return bool(_scalar(self.cursor, f"SELECT count(*) FROM {master} WHERE type IN "
+                                             f"('table', 'view') AND name = '{literal}'"))
+        qualified = _qualified(self.schema, self.name).replace("'", "''")
+        return bool(_scalar(self.cursor, f"SELECT to_regclass('{qualified}') IS NOT NULL"))
+
+    def lock(self) -> None:
+        """PostgreSQL: an advisory lock held until the transaction ends (a kill -9
+        ends it too); a second run writing the same table is refused at once."""
+        if self.sqlite:
+            return
+        key = f"vae-anomaly output table {self.table}".replace("'", "''")
+        if not _scalar(self.cursor, f"SELECT pg_try_advisory_xact_lock(hashtext('{key}'))"):
+            raise OutputError(f"another vae-anomaly run is writing {sink_name(self.url, self.table)}; "
+                              "wait for it to finish or choose another --output-table")
+
+    def write(self, table: pa.Table) -> None:
+        table = table.replace_schema_metadata(None)
+        table = table.cast(pa.schema([field.remove_metadata() for field in table.schema]))
+        if self.started:
+            mode = "append"
+        else:
+            mode = {"fail": "create", "replace": "create", "append": "create_append"}[
+                self.if_exists]
+        target = self.staging or self.name
+        try:
+            self.cursor.adbc_ingest(target, table, mode=mode, db_schema_name=self.schema)
+        except _driver_error() as exc:
+            fix = ("make the table's columns match the output's (the input's columns, then "
+                   "the score columns) or pass --if-exists replace"
+                   if self.if_exists == "append" else "check the table and your rights on it")
+            raise OutputError(f"cannot write {sink_name(self.url, self.table)}: "
+                              f"{_detail(exc, self.url)}; {fix}") from None
+        self.started = True
+
+    def finish(self) -> None:
+        """Swap the staging table in (replace), then commit."""
+        try:
+            if self.staging is not None:
+                self.cursor.execute(f"DROP TABLE IF EXISTS {_qualified(self.schema, self.name)}")
+                self.cursor.execute(f"ALTER TABLE {_qualified(self.schema, self.staging)} "
+                                    f"RENAME TO {_quote(self.name)}")
+            self.connection.commit()
+        except _driver_error() as exc:
+            raise OutputError(f"cannot write {sink_name(self.url, self.table)}: "
+                              f"{_detail(exc, self.url)}; check the table (views or other "
+                              "objects that depend on it block --if-exists replace)") from None
+
+
+@contextlib.contextmanager
+def table_sink(url: str, table: str, if_exists: str = "fail") -> Iterator[_TableSink]:
+    """A writer with ``.write(pa.Table)`` into ``table`` of the database at ``url``,
+    all in one transaction, committed when the block ends without an error. Refuses
+    at once (before any work) a table that exists with ``fail``, and a table another
+    run is writing."""
+    connection = connect(url, OutputError, create=True)
+    lock = (exclusive_lock(sqlite_path(url).with_name(f"{sqlite_path(url).name}.{table}"))
+            if is_sqlite(url) else contextlib.nullcontext())
+    try:
+        with lock:
+            sink = _TableSink(connection, url, table, if_exists)
+            try:
+                sink.lock()
+                if if_exists == "fail" and sink.exists():
+                    raise OutputError(f"{sink_name(url, table)} already exists; pass --if-exists "
+                                      "replace to replace it or --if-exists append to add the "
+                                      "rows, or choose another --output-table")
+                if sink.staging is not None:
+                    sink.cursor.execute("DROP TABLE IF EXISTS "
+                                        f"{_qualified(sink.schema, sink.staging)}")
+            except _driver_error() as exc:
+                raise OutputError(f"cannot write {sink_name(url, table)}: {_detail(exc, url)}; "
+                                  "check the table and your rights on it") from None
+            yield sink
+            sink.finish()
+    finally:
+        with contextlib.suppress(Exception):
+            connection.rollback()  # nothing, after a commit; everything, after a failure
+        with contextlib.suppress(Exception):
+            connection.close()
