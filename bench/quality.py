@@ -17,6 +17,15 @@ with training statistics and with text columns one-hot encoded.
 training file by default, ``--dirty-share``), drawn from half of the anomalies;
 the other half are the test set's. Its report goes to its own section.
 
+``--known-share S`` (dirty protocol only) confirms a share S of the planted
+training rows, at least one, drawn per dataset and seed. They stay in the
+training file; the product also gets them as ``known_anomalies`` (a CSV of those
+rows), the unsupervised peers fit without them, and ``xgbod`` (PyOD's XGBOD,
+semi-supervised; needs ``xgboost``) fits on every training row labelled 1 for a
+confirmed row and 0 otherwise (on the confirmed rows and at most 5,000 others).
+Its report goes to its own section. ``--known-curve`` sets such runs' results
+files (one per S) side by side in a section of their own; it runs nothing.
+
 The report replaces the "## Detection quality" section of ``--out`` and keeps
 the rest of that file. With ``--results-json PATH --resume`` results already in
 PATH are reused, so an interrupted run can be continued or extended (more
@@ -51,7 +60,9 @@ import sys
 import tempfile
 import time
 import traceback
-from dataclasses import asdict, dataclass
+import warnings
+import zlib
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -68,15 +79,26 @@ PRODUCT = "vae-anomaly"
 PRODUCT_IWAE = "vae-anomaly (iwae)"
 PEERS = ("iforest", "knn", "pyod-vae", "ecod")
 METHODS = (PRODUCT, *PEERS)
+# Semi-supervised: learns from the confirmed anomalies (--known-share), so it runs
+# only when there are some and is not among the defaults of a plain run.
+XGBOD = "xgbod"
+CLASSICAL = ("iforest", "knn", "ecod")  # the peers the confirmed-anomaly reach names
+ALL_METHODS = (*METHODS, XGBOD)
 TRAIN_CAP = TEST_NORMAL_CAP = 40_000
 SECTION = "## Detection quality"
 DIRTY_SECTION = "## Detection quality on dirty training data"
+KNOWN_SECTION = "## Detection quality with confirmed anomalies"
+CURVE_SECTION = "## Confirmed anomalies: the share confirmed"
 REACH_MARGIN = 0.01          # product mean ROC-AUC should beat the best peer by this much
 VAE_GAP = 0.03               # flag datasets where the product trails PyOD VAE by more
 FPR_BAND = (0.005, 0.02)     # the product's threshold targets 1% FPR
 FPR_MIN_NORMALS = 500
 CLEAN_FALL = 0.03            # dirty protocol: no set should fall further below its clean result
 OUTLIER_PRECISION = 0.7      # dirty protocol: share of reported training rows that were planted
+KNOWN_MARGIN = 0.03          # confirmed anomalies: product over the best classical peer
+KNOWN_FALLS = 2              # confirmed anomalies: sets allowed more than CLEAN_FALL below clean
+CURVE_DROP = 0.01            # --known-curve: list sets this much worse than at S = 0
+XGBOD_ROWS = 5_000           # unconfirmed training rows XGBOD fits on (see _xgbod_rows)
 
 
 @dataclass
@@ -88,11 +110,25 @@ class Split:
     y_test: np.ndarray
     # Dirty protocol: 1 for the training rows that are planted anomalies.
     planted: np.ndarray | None = None
+    # --known-share: True for the planted training rows confirmed as anomalies.
+    known: np.ndarray | None = None
+
+    @property
+    def unconfirmed(self) -> np.ndarray:
+        """True for the training rows not confirmed: those the unsupervised peers fit on."""
+        return ~self.known if self.known is not None else np.ones(len(self.train), dtype=bool)
 
     @property
     def contamination(self) -> float:
-        """The true share of anomalies in the training rows (0 in the clean protocol)."""
-        return float(self.planted.mean()) if self.planted is not None and len(self.planted) else 0.0
+        """The true share of anomalies in the unconfirmed training rows (0 in the clean
+        protocol)."""
+        if self.planted is None or not self.unconfirmed.any():
+            return 0.0
+        return float(self.planted[self.unconfirmed].mean())
+
+    @property
+    def n_known(self) -> int:
+        return int(self.known.sum()) if self.known is not None else 0
 
 
 @dataclass
@@ -110,6 +146,8 @@ class Result:
     n_test_normal: int = 0
     n_test_anomaly: int = 0
     n_train_anomaly: int = 0          # dirty protocol: anomalies planted in the training rows
+    known_share: float = 0.0          # --known-share of the run
+    n_known: int = 0                  # planted training rows confirmed (given to the methods)
     # Product only: training rows `fit --training-outliers` reported, and (dirty protocol)
     # the share of them that were planted anomalies and the share of those it found.
     outliers_flagged: int | None = None
@@ -163,6 +201,21 @@ def split(raw: pd.DataFrame, typed: pd.DataFrame, seed: int,
                  planted=labels[train_idx] if dirty_share is not None else None)
 
 
+def confirm(data: Split, share: float, seed: int, name: str) -> Split:
+    """Confirm ``share`` of the planted training rows, at least one where any were
+    planted; the draw depends on the seed and the dataset only, so every method and
+    every rerun sees the same rows."""
+    if share <= 0 or data.planted is None:
+        return data
+    planted = np.flatnonzero(data.planted)
+    known = np.zeros(len(data.train), dtype=bool)
+    if len(planted):
+        rng = np.random.default_rng([seed, zlib.crc32(name.encode())])
+        known[rng.choice(planted, size=min(len(planted), max(1, round(share * len(planted)))),
+                         replace=False)] = True
+    return replace(data, known=known)
+
+
 # ----- methods -----------------------------------------------------------------------
 def run_product(data: Split, seed: int, workdir: Path) -> dict:
     """fit_file + score_file on CSVs, default options, exactly as the CLI would."""
@@ -173,8 +226,14 @@ def run_product(data: Split, seed: int, workdir: Path) -> dict:
     outliers_csv = workdir / "outliers.csv"
     data.train.to_csv(train_csv, index=False)
     data.test.to_csv(test_csv, index=False)
+    # Only with confirmed rows, so a run without them makes exactly today's call.
+    known = {}
+    if data.n_known:
+        known_csv = workdir / "known.csv"
+        data.train[data.known].to_csv(known_csv, index=False)
+        known = dict(known_anomalies=known_csv)
     started = time.perf_counter()
-    fit_file(train_csv, model, seed=seed, training_outliers=outliers_csv)
+    fit_file(train_csv, model, seed=seed, training_outliers=outliers_csv, **known)
     fitted = time.perf_counter()
     score_file(test_csv, model, output=scored_csv, seed=seed)
     scored_at = time.perf_counter()
@@ -241,13 +300,42 @@ def make_peer(method: str, seed: int, contamination: float = 0.0):
         from pyod.models.vae import VAE
         # Default settings; the seed follows the split's and the progress bar is off.
         return VAE(random_state=seed, verbose=0, **share)
+    if method == XGBOD:
+        from pyod.models.xgbod import XGBOD as Xgbod
+        return Xgbod(random_state=seed)
     raise ValueError(f"unknown method {method!r}")
 
 
+def _xgbod_rows(known: np.ndarray, seed: int) -> np.ndarray:
+    """The training rows XGBOD fits on: every confirmed row and at most XGBOD_ROWS
+    others, drawn at random. Its one-class SVMs grow with the square of the rows:
+    uncapped, a seed of cover took about 30 min (16 sets x 3 seeds about 3 h)."""
+    others = np.flatnonzero(~known)
+    if len(others) > XGBOD_ROWS:
+        others = np.random.default_rng([seed, 23]).choice(others, XGBOD_ROWS, replace=False)
+    return np.sort(np.concatenate([np.flatnonzero(known), others]))
+
+
 def run_peer(method: str, data: Split, seed: int) -> dict:
+    """Fit and score one peer. With confirmed anomalies the unsupervised peers fit on
+    the training rows without them (all they can do with the knowledge); XGBOD fits
+    on every training row, labelled 1 where confirmed."""
     started = time.perf_counter()
-    x_train, x_test = peer_features(data.train_typed, data.test_typed)
-    detector = make_peer(method, seed, data.contamination).fit(x_train)
+    if method == XGBOD:
+        if not data.n_known:
+            raise ValueError("xgbod needs confirmed anomalies (--known-share above 0)")
+        x_train, x_test = peer_features(data.train_typed, data.test_typed)
+        with warnings.catch_warnings():
+            # PyOD warns that y is not for unsupervised detectors, XGBoost that PyOD's
+            # `silent` is unused: noise on every fit.
+            warnings.filterwarnings("ignore", message=".*should not be presented")
+            warnings.filterwarnings("ignore", message=r'(?s).*\{ "silent" \} are not used')
+            rows = _xgbod_rows(data.known, seed)
+            detector = make_peer(method, seed).fit(x_train[rows], data.known[rows].astype(int))
+    else:
+        train = data.train_typed[data.unconfirmed].reset_index(drop=True)
+        x_train, x_test = peer_features(train, data.test_typed)
+        detector = make_peer(method, seed, data.contamination).fit(x_train)
     fitted = time.perf_counter()
     if method == "iforest":
         scores = -detector.score_samples(x_test)
@@ -279,14 +367,14 @@ def time_limit(seconds: int):
 
 
 def evaluate(method: str, name: str, data: Split, seed: int, workdir: Path,
-             timeout: int) -> list[Result]:
+             timeout: int, known_share: float = 0.0) -> list[Result]:
     """The method's result; for the product also its IWAE-scored result (same model)."""
     y = data.y_test
 
     def result_of(label: str, out: dict | None = None, error: str | None = None) -> Result:
         planted = int(data.planted.sum()) if data.planted is not None else 0
         result = Result(name, seed, label, n_train=len(data.train), error=error,
-                        n_train_anomaly=planted,
+                        n_train_anomaly=planted, known_share=known_share, n_known=data.n_known,
                         n_test_normal=int((y == 0).sum()), n_test_anomaly=int((y == 1).sum()))
         for key, value in (out or {}).items():
             setattr(result, key, value)
@@ -349,6 +437,10 @@ def progress(done: int, total: int, r: Result) -> None:
 def run(args: argparse.Namespace) -> list[Result]:
     paths = dataset_paths(args.data_dir, args.datasets)
     results = load_results(args.results_json) if args.resume else []
+    shares = {r.known_share for r in results}
+    if shares - {args.known_share}:
+        raise SystemExit(f"{args.results_json} holds results of --known-share "
+                         f"{', '.join(map(str, sorted(shares)))}; resume with the same share")
     done = {(r.dataset, r.seed, r.method) for r in results if r.error is None}
     results = [r for r in results if r.error is None]  # failures are retried on resume
     total, count = len(paths) * len(args.seeds) * len(args.methods), 0
@@ -361,10 +453,11 @@ def run(args: argparse.Namespace) -> list[Result]:
             raw, typed = load_dataset(path)
             data = split(raw, typed, seed,
                           args.dirty_share if args.protocol == "dirty" else None)
+            data = confirm(data, args.known_share, seed, name)
             with tempfile.TemporaryDirectory(prefix=f"quality-{name}-") as workdir:
                 for method in todo:
                     for result in evaluate(method, name, data, seed, Path(workdir),
-                                           args.timeout):
+                                           args.timeout, args.known_share):
                         results = [r for r in results
                                    if (r.dataset, r.seed, r.method) != (name, seed, result.method)]
                         results.append(result)
@@ -445,8 +538,9 @@ def product_table(datasets: list[str], results: list[Result]) -> list[str]:
     for name in datasets:
         get = lambda f: fields[f].get((name, PRODUCT), (None, 0))[0]  # noqa: E731
         r = sizes.get(name)
-        shape = (f"{r.n_train} ({r.n_train_anomaly}) | {r.n_test_normal} / {r.n_test_anomaly}"
-                 if r else "– | –")
+        confirmed = f", {r.n_known} confirmed" if r and r.n_known else ""
+        shape = (f"{r.n_train} ({r.n_train_anomaly}{confirmed}) | {r.n_test_normal} / "
+                 f"{r.n_test_anomaly}" if r else "– | –")
         lines.append(f"| {name} | {shape} | {fmt(get('fpr'), 4)} | {fmt(get('recall'))} "
                      f"| {fmt(get('fit_s'), 1)} | {fmt(get('score_s'), 2)} "
                      f"| {fmt(get('outliers_flagged'), 1)} | {fmt(get('outlier_precision'), 2)} "
@@ -542,9 +636,9 @@ def reach_check(datasets: list[str], methods: list[str], results: list[Result]) 
 
 
 def dirty_reach_check(datasets: list[str], results: list[Result],
-                      clean: list[Result]) -> list[str]:
+                      clean: list[Result], known_share: float = 0.0) -> list[str]:
     """The dirty protocol's own reach: no set falls far below its clean result, and the
-    training-outlier report is precise."""
+    training-outlier report is precise; with confirmed anomalies, known_reach_check's."""
     lines = []
     dirty_auc, clean_auc = per_dataset(results, "roc_auc"), per_dataset(clean, "roc_auc")
     common = [d for d in datasets if (d, PRODUCT) in dirty_auc and (d, PRODUCT) in clean_auc]
@@ -572,6 +666,116 @@ def dirty_reach_check(datasets: list[str], results: list[Result],
                      f"{np.mean(list(recall.values())):.2f}.")
     else:
         lines.append("6. Training-outlier report: no training row flagged on any dataset.")
+    if known_share > 0:
+        lines += known_reach_check(datasets, results, clean, known_share)
+    return lines
+
+
+def mean_auc(auc: dict, method: str, datasets: list[str]) -> float:
+    return float(np.mean([auc[(d, method)][0] for d in datasets]))
+
+
+def known_reach_check(datasets: list[str], results: list[Result], clean: list[Result],
+                      known_share: float) -> list[str]:
+    """The reach with confirmed anomalies: the product, told of a few, beats its own
+    clean result, the classical peers by a margin and XGBOD, falls far on few sets and
+    keeps its threshold. Means of ROC-AUC over the sets both sides hold."""
+    auc, clean_auc = per_dataset(results, "roc_auc"), per_dataset(clean, "roc_auc")
+    mine = [d for d in datasets if (d, PRODUCT) in auc]
+    verdict = lambda ok: "met" if ok else "NOT met"  # noqa: E731
+    head = f"confirmed anomalies ({known_share:.1%} of the planted rows)"
+    if not mine:
+        return [f"7. Reach with {head}: not computable (no product results)."]
+    lines = []
+    common = [d for d in mine if (d, PRODUCT) in clean_auc]
+    if common:
+        own, base = mean_auc(auc, PRODUCT, common), mean_auc(clean_auc, PRODUCT, common)
+        lines.append(f"7. With {head}, product mean ROC-AUC ≥ its clean mean: {own:.3f} vs "
+                     f"{base:.3f} ({own - base:+.3f}) over {len(common)} sets: "
+                     f"**{verdict(own >= base)}**.")
+        falls = [f"{d} {auc[(d, PRODUCT)][0] - clean_auc[(d, PRODUCT)][0]:+.3f}" for d in common
+                 if auc[(d, PRODUCT)][0] < clean_auc[(d, PRODUCT)][0] - CLEAN_FALL]
+        lines.append(f"8. At most {KNOWN_FALLS} sets more than {CLEAN_FALL} below their clean "
+                     f"result: **{len(falls)}** of {len(common)} "
+                     f"({'; '.join(falls) or 'none'}): **{verdict(len(falls) <= KNOWN_FALLS)}**.")
+    else:
+        lines.append("7-8. Against the clean result: not computable (pass --clean-results).")
+    best = None
+    for peer in CLASSICAL:
+        both = [d for d in mine if (d, peer) in auc]
+        if both:
+            own, other = mean_auc(auc, PRODUCT, both), mean_auc(auc, peer, both)
+            if best is None or other - own > best[2] - best[1]:
+                best = (peer, own, other, len(both))
+    if best:
+        peer, own, other, n = best
+        lines.append(f"9. Product mean ≥ best classical peer + {KNOWN_MARGIN}: {own:.3f} vs "
+                     f"{peer} {other:.3f} + {KNOWN_MARGIN} = {other + KNOWN_MARGIN:.3f} over "
+                     f"{n} sets: **{verdict(own >= other + KNOWN_MARGIN)}** "
+                     f"({own - other - KNOWN_MARGIN:+.3f} against the target).")
+    else:
+        lines.append("9. Against the classical peers: not computable (no iforest, knn or "
+                     "ecod results).")
+    both = [d for d in mine if (d, XGBOD) in auc]
+    if both:
+        own, other = mean_auc(auc, PRODUCT, both), mean_auc(auc, XGBOD, both)
+        lines.append(f"10. Product mean ≥ XGBOD's (same confirmed rows): {own:.3f} vs "
+                     f"{other:.3f} ({own - other:+.3f}) over {len(both)} sets: "
+                     f"**{verdict(own >= other)}**.")
+    else:
+        lines.append("10. Against XGBOD: not computable (no xgbod results).")
+    fpr = per_dataset(results, "fpr")
+    sizes = {r.dataset: r.n_test_normal for r in results if r.method == PRODUCT}
+    eligible = [d for d in mine if (d, PRODUCT) in fpr and sizes.get(d, 0) >= FPR_MIN_NORMALS]
+    outside = [f"{d} {fpr[(d, PRODUCT)][0]:.2%}" for d in eligible
+               if not FPR_BAND[0] <= fpr[(d, PRODUCT)][0] <= FPR_BAND[1]]
+    if not eligible:
+        return lines + [f"11. Product test FPR: not computable (no set with ≥ "
+                        f"{FPR_MIN_NORMALS} test normals)."]
+    lines.append(f"11. Product test FPR in [{FPR_BAND[0]:.1%}, {FPR_BAND[1]:.0%}] on every set "
+                 f"with ≥ {FPR_MIN_NORMALS} test normals: {len(eligible) - len(outside)} of "
+                 f"{len(eligible)} ({'outside: ' + '; '.join(outside) if outside else 'all'}): "
+                 f"**{verdict(not outside)}**.")
+    return lines
+
+
+def known_curve(files: list[Path]) -> list[str]:
+    """The product's mean ROC-AUC over --known-share from one results file per share,
+    against the best classical peer and XGBOD, and the sets a share leaves more than
+    CURVE_DROP below the share-0 run. Means over the sets every file's product holds."""
+    runs: dict[float, list[Result]] = {}
+    for path in files:
+        rows = [r for r in load_results(path) if r.error is None]
+        shares = {r.known_share for r in rows}
+        if len(shares) != 1:
+            raise SystemExit(f"{path}: expected the results of one --known-share, found "
+                             f"{sorted(shares) or 'none'}")
+        runs[shares.pop()] = rows
+    aucs = {s: per_dataset(rows, "roc_auc") for s, rows in runs.items()}
+    sets = sorted(set.intersection(*({d for d, m in auc if m == PRODUCT}
+                                     for auc in aucs.values())))
+    if not sets:
+        return ["No set has product results in every file."]
+    lines = [f"Mean ROC-AUC over {len(sets)} sets ({', '.join(sets)}):", "",
+             "| S | vae-anomaly | best classical peer | xgbod |", "|---:|---:|---:|---:|"]
+    for share in sorted(aucs):
+        auc = aucs[share]
+        peers = [(mean_auc(auc, p, sets), p) for p in CLASSICAL
+                 if all((d, p) in auc for d in sets)]
+        best = "–" if not peers else "{:.3f} ({})".format(*max(peers))
+        xgbod = (f"{mean_auc(auc, XGBOD, sets):.3f}" if all((d, XGBOD) in auc for d in sets)
+                 else "–")
+        lines.append(f"| {share:g} | {mean_auc(auc, PRODUCT, sets):.3f} | {best} | {xgbod} |")
+    if 0 not in aucs:
+        return lines + ["", "No S = 0 file: no per-set comparison."]
+    lines.append("")
+    base = aucs[0]
+    for share in sorted(s for s in aucs if s > 0):
+        worse = [f"{d} {aucs[share][(d, PRODUCT)][0] - base[(d, PRODUCT)][0]:+.3f}"
+                 for d in sets
+                 if aucs[share][(d, PRODUCT)][0] < base[(d, PRODUCT)][0] - CURVE_DROP]
+        lines.append(f"- S = {share:g} against S = 0: {len(worse)} sets more than {CURVE_DROP} "
+                     f"worse{': ' + '; '.join(worse) if worse else ''}.")
     return lines
 
 
@@ -591,7 +795,7 @@ def score_kind_comparison(datasets: list[str], results: list[Result]) -> list[st
 
 def render_markdown(results: list[Result], methods: list[str], seeds: list[int],
                     command: str, reused: bool = False, dirty_share: float | None = None,
-                    clean: list[Result] = ()) -> str:
+                    clean: list[Result] = (), known_share: float = 0.0) -> str:
     datasets = sorted({r.dataset for r in results})
     if PRODUCT in methods and any(r.method == PRODUCT_IWAE for r in results):
         methods = [PRODUCT, PRODUCT_IWAE, *[m for m in methods if m != PRODUCT]]
@@ -601,7 +805,18 @@ def render_markdown(results: list[Result], methods: list[str], seeds: list[int],
                 f"of them, {dirty_share:.0%} of the training file (fewer where that half runs "
                 "out; the count is in brackets below), and only the other half of the anomalies "
                 "in the test set. PyOD's detectors are given the true share as `contamination`.")
-    lines = [SECTION if dirty_share is None else DIRTY_SECTION, "",
+    if dirty_share is not None and known_share > 0:
+        protocol += (
+            f" Confirmed anomalies: {known_share:.1%} of the planted training rows (at least one; "
+            "the count is in brackets below), drawn per dataset and seed, stay in the training "
+            "file; vae-anomaly also gets them as a CSV of those rows (`known_anomalies`); "
+            "IsolationForest, KNN, ECOD and PyOD VAE fit on the training rows without them, "
+            "their `contamination` the true share of the rows left; XGBOD (PyOD, "
+            "semi-supervised, default settings) fits on every training row, labelled 1 where "
+            "confirmed and 0 otherwise.")
+    title = (SECTION if dirty_share is None else
+             KNOWN_SECTION if known_share > 0 else DIRTY_SECTION)
+    lines = [title, "",
              f"Command: `{command}`" + (
                  " (results already in the --results-json file, from an earlier run of the "
                  "same command without --resume, were reused)" if reused else ""), "",
@@ -623,7 +838,7 @@ def render_markdown(results: list[Result], methods: list[str], seeds: list[int],
                   *product_table(datasets, results), ""]
     reach = reach_check(datasets, methods, results)
     if dirty_share is not None:
-        reach += dirty_reach_check(datasets, results, list(clean))
+        reach += dirty_reach_check(datasets, results, list(clean), known_share)
     lines += ["### Reach check", "", *reach, ""]
     failures = [r for r in results if r.error]
     if failures:
@@ -657,7 +872,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--datasets", nargs="+", metavar="NAME",
                         help="default: every NAME.csv.gz in DATA_DIR")
-    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    parser.add_argument("--methods", nargs="+", choices=ALL_METHODS,
+                        help=f"default: {' '.join(METHODS)}, and {XGBOD} with --known-share")
     parser.add_argument("--out", type=Path, default=Path("docs/benchmarks.md"))
     parser.add_argument("--results-json", type=Path, metavar="PATH",
                         help="write raw per-seed results here (after every method)")
@@ -675,6 +891,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--clean-results", type=Path, metavar="CLEAN_JSON",
                         help="with --protocol dirty: the clean protocol's --results-json, to "
                              "check how far each dataset falls from its clean result")
+    parser.add_argument("--known-share", type=float, default=0.0, metavar="S",
+                        help="with --protocol dirty: confirm this share of the planted training "
+                             "rows (at least one); the product gets them as known_anomalies, "
+                             "the unsupervised peers fit without them, xgbod learns from them")
+    parser.add_argument("--known-curve", type=Path, nargs="+", metavar="RESULTS_JSON",
+                        help="print the product's mean ROC-AUC per --known-share from these "
+                             "results files (one per share) against the peers; runs nothing")
     parser.add_argument("--compare", type=Path, metavar="BASELINE_JSON",
                         help="print the product in --results-json against the product in "
                              "BASELINE_JSON (another version's results file); runs nothing")
@@ -683,6 +906,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--dirty-share must be above 0 and below 0.5")
     if (args.resume or args.report_only or args.compare) and args.results_json is None:
         parser.error("--resume, --report-only and --compare need --results-json")
+    if not 0 <= args.known_share <= 1:
+        parser.error("--known-share must be between 0 and 1")
+    if args.known_share > 0 and args.protocol != "dirty":
+        parser.error("--known-share needs --protocol dirty")
+    if args.methods is None:
+        args.methods = list(METHODS) + ([XGBOD] if args.known_share > 0 else [])
+    if XGBOD in args.methods and args.known_share == 0 and not args.report_only:
+        parser.error(f"{XGBOD} learns from confirmed anomalies: it needs --known-share above 0")
     return args
 
 
@@ -692,15 +923,26 @@ def main(argv: list[str] | None = None) -> None:
         print("\n".join(compare_products(load_results(args.results_json),
                                           load_results(args.compare))))
         return
+    if args.known_curve:
+        command = shlex.join(["python", *sys.argv]) if argv is None else shlex.join(argv)
+        section = "\n".join([CURVE_SECTION, "", f"Command: `{command}`", "",
+                             *known_curve(args.known_curve), ""])
+        print(section)
+        write_section(args.out, section)
+        return
     command = shlex.join(["python", *sys.argv]) if argv is None else shlex.join(argv)
     started = time.perf_counter()
     results = load_results(args.results_json) if args.report_only else run(args)
-    methods = [m for m in METHODS if m in args.methods or any(r.method == m for r in results)]
+    methods = [m for m in ALL_METHODS
+               if m in args.methods or any(r.method == m for r in results)]
     dirty_share = args.dirty_share if args.protocol == "dirty" else None
+    # From the results, so that --report-only needs no --known-share to say it.
+    known_share = max((r.known_share for r in results), default=args.known_share)
     write_section(args.out, render_markdown(results, methods, args.seeds, command,
                                             reused=args.resume or args.report_only,
                                             dirty_share=dirty_share,
-                                            clean=load_results(args.clean_results)))
+                                            clean=load_results(args.clean_results),
+                                            known_share=known_share))
     print(f"wrote {args.out} ({len(results)} results, {time.perf_counter() - started:.0f}s)",
           file=sys.stderr)
 

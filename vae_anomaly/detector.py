@@ -58,9 +58,10 @@ class Detector:
     """
 
     def __init__(self, *, latent_dim: int | None = None, epochs: int | None = None,
-                 batch_size: int | None = None, beta: float = DEFAULT_BETA, fpr: float = DEFAULT_FPR,
-                 samples: int = DEFAULT_SAMPLES, validation_fraction: float = 0.1,
-                 learning_rate: float | None = None, categorical: Sequence[str] = (),
+                 batch_size: int | None = None, beta: float = DEFAULT_BETA,
+                 fpr: float = DEFAULT_FPR, samples: int = DEFAULT_SAMPLES,
+                 validation_fraction: float = 0.1, learning_rate: float | None = None,
+                 categorical: Sequence[str] = (),
                  exclude: Sequence[str] = (), score_kind: str = "elbo", device: str = "auto",
                  seed: int = 0, calibration_fits: int = MAX_CALIBRATION_FITS,
                  contamination: float | str = "auto"):
