@@ -1,0 +1,405 @@
+"""Databases in and out (issue 30): a real PostgreSQL server and SQLite files.
+
+One PostgreSQL 15 server serves the whole session: `initdb` into a temporary folder
+owned by the `postgres` user (PostgreSQL refuses to run as root), listening only on
+a Unix socket in that folder. Its role `scorer` has a password, which reaches the
+tool only through PGPASSWORD, as the docs advise. Tables are set up and checked
+with `psql`; the tool reads and writes them through its ADBC drivers (the `sql`
+extra). The tests skip only where `initdb` is absent.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from conftest import make_records
+from vae_anomaly.cli import app
+
+PASSWORD = "pw-Secret-42"
+PG_BIN = Path("/usr/lib/postgresql/15/bin")
+runner = CliRunner()
+SCORES = ["anomaly_score", "is_anomaly", "p_value", "reconstruction_nll", "kl_divergence",
+          "score_std_error"]
+
+
+def _tool(name: str) -> str | None:
+    found = shutil.which(name)
+    if found is None and (PG_BIN / name).exists():
+        found = str(PG_BIN / name)
+    return found
+
+
+class Postgres:
+    def __init__(self, folder: Path, port: int):
+        self.folder, self.port = folder, port
+        self.url = f"postgresql://scorer@/shop?host={folder}&port={port}"
+
+    def psql(self, sql: str, *, user: str = "postgres", db: str = "shop", check=True) -> str:
+        done = subprocess.run(
+            [_tool("psql"), "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h",
+             str(self.folder), "-p", str(self.port), "-U", user, "-d", db, "-c", sql],
+            capture_output=True, text=True, env={**os.environ, "PGPASSWORD": PASSWORD},
+            timeout=60)
+        if check:
+            assert done.returncode == 0, done.stderr
+        return done.stdout.strip()
+
+    def load_csv(self, table: str, csv: Path, columns: str) -> None:
+        self.psql(f"DROP TABLE IF EXISTS {table}; CREATE TABLE {table} ({columns})")
+        self.psql(f"\\copy {table} FROM '{csv}' WITH (FORMAT csv, HEADER)")
+
+    def frame(self, sql: str) -> pd.DataFrame:
+        text = self.psql(f"COPY ({sql}) TO STDOUT WITH (FORMAT csv, HEADER)")
+        from io import StringIO
+        return pd.read_csv(StringIO(text), dtype=str, keep_default_na=False)
+
+    def count(self, table: str) -> int:
+        return int(self.psql(f"SELECT count(*) FROM {table}"))
+
+    def fingerprint(self, table: str) -> str:
+        return self.psql(f"SELECT count(*) || ':' || md5(string_agg(t::text, '|' ORDER BY "
+                         f"t::text)) FROM {table} t")
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _as_postgres(command: list[str]) -> list[str]:
+    return ["runuser", "-u", "postgres", "--", *command] if os.geteuid() == 0 else command
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    initdb = _tool("initdb")
+    if initdb is None:
+        pytest.skip("PostgreSQL's initdb is not installed (apt-get install postgresql)")
+    pg_ctl = _tool("pg_ctl")
+    # Not under pytest's own temp folder: its 0700 parents would keep `postgres` out.
+    folder = Path(tempfile.mkdtemp(prefix="vae-pg-"))
+    if os.geteuid() == 0:
+        shutil.chown(folder, "postgres")
+    data, port = folder / "data", _free_port()
+    subprocess.run(_as_postgres([initdb, "-D", str(data), "-U", "postgres", "-A", "trust"]),
+                   check=True, capture_output=True, timeout=120)
+    # The superuser may use the socket freely; everyone else needs a password.
+    (data / "pg_hba.conf").write_text("local all postgres trust\nlocal all all scram-sha-256\n")
+    subprocess.run(_as_postgres([pg_ctl, "-D", str(data), "-l", str(folder / "log"), "-w",
+                                 "-o", f"-k {folder} -p {port} -c listen_addresses=''",
+                                 "start"]), check=True, capture_output=True, timeout=120)
+    server = Postgres(folder, port)
+    try:
+        server.psql(f"CREATE ROLE scorer LOGIN PASSWORD '{PASSWORD}'", db="postgres")
+        server.psql("CREATE DATABASE shop OWNER scorer", db="postgres")
+        yield server
+    finally:
+        subprocess.run(_as_postgres([pg_ctl, "-D", str(data), "-m", "immediate", "stop"]),
+                       capture_output=True, timeout=120)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+COLUMNS = "id text, x double precision, y numeric, amount double precision, colour text, member boolean"
+
+
+@pytest.fixture(scope="session")
+def shop(postgres, tiny_dir):
+    """Table `new`: tiny new.csv with real types (numeric, boolean, NULLs in amount)."""
+    postgres.load_csv("new", tiny_dir / "new.csv", COLUMNS)
+    postgres.psql("ALTER TABLE new OWNER TO scorer")
+    return postgres
+
+
+@pytest.fixture()
+def env(monkeypatch):
+    monkeypatch.setenv("PGPASSWORD", PASSWORD)
+
+
+def invoke(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def one_line_error(result, code: int = 2) -> str:
+    assert result.exit_code == code, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
+    return lines[0]
+
+
+def csv_scores(tiny_dir: Path, model: Path, tmp_path: Path) -> pd.DataFrame:
+    out = tmp_path / "from_csv.csv"
+    assert invoke("score", tiny_dir / "new.csv", "-m", model, "-o", out, "-q").exit_code == 0
+    return pd.read_csv(out, dtype=str, keep_default_na=False)
+
+
+# ----- the same scores --------------------------------------------------------------------
+def test_postgres_table_in_table_out_gives_the_csv_scores_with_proper_types(
+        shop, env, tiny_dir, tiny_model, tmp_path):
+    result = invoke("score", shop.url, "--query", "SELECT * FROM new ORDER BY id", "-m",
+                    tiny_model, "-o", shop.url, "--output-table", "flags_same",
+                    "--chunk-size", 7)
+    assert result.exit_code == 0, result.output
+    assert "wrote table flags_same in postgresql://scorer@/shop" in result.stderr
+    table = shop.frame("SELECT * FROM flags_same ORDER BY id")
+    expected = csv_scores(tiny_dir, tiny_model, tmp_path)
+    assert list(table.columns) == list(expected.columns)
+    assert list(table["id"]) == list(expected["id"])
+    for column in SCORES:  # bit for bit: both print the shortest text that round-trips
+        assert [float(v) for v in table[column]] == [float(v) for v in expected[column]]
+    types = dict(line.split("|") for line in shop.psql(
+        "SELECT column_name, data_type FROM information_schema.columns "
+        "WHERE table_name = 'flags_same'").splitlines())
+    assert types["member"] == "boolean" and types["id"] == "text"
+    assert types["x"] == types["y"] == types["anomaly_score"] == "double precision"
+    assert types["is_anomaly"] == "bigint"
+    nulls = shop.psql("SELECT count(*) FROM flags_same WHERE amount IS NULL")
+    assert int(nulls) == (expected["amount"] == "").sum() > 0
+
+
+def test_fit_from_postgres_gives_the_model_fit_from_csv(shop, env, tiny_dir, tmp_path):
+    from conftest import FAST_FIT
+    from vae_anomaly import load
+
+    options = ["--epochs", FAST_FIT["epochs"], "--calibration-fits", 0, "-q"]
+    assert invoke("fit", tiny_dir / "train.csv", "-m", tmp_path / "csv.vae", *options
+                  ).exit_code == 0
+    shop.load_csv("train", tiny_dir / "train.csv", COLUMNS)
+    shop.psql("ALTER TABLE train OWNER TO scorer")
+    result = invoke("fit", shop.url, "--query", "SELECT * FROM train", "-m",
+                    tmp_path / "pg.vae", *options)
+    assert result.exit_code == 0, result.output
+    assert load(tmp_path / "pg.vae").threshold_ == load(tmp_path / "csv.vae").threshold_
+
+
+def test_sqlite_in_and_out_and_across_files(tiny_dir, tiny_model, tmp_path, monkeypatch):
+    """SQLite has no boolean type: `member` is kept as its text, as the CSV has it."""
+    monkeypatch.chdir(tmp_path)
+    rows = pd.read_csv(tiny_dir / "new.csv", dtype={"member": str})
+    with sqlite3.connect(tmp_path / "shop.db") as db:
+        db.execute("CREATE TABLE new (id TEXT, x REAL, y REAL, amount REAL, colour TEXT, "
+                   "member TEXT)")
+        db.executemany("INSERT INTO new VALUES (?, ?, ?, ?, ?, ?)",
+                       [tuple(None if pd.isna(v) else v for v in row)
+                        for row in rows.itertuples(index=False)])
+    url = "sqlite:///shop.db"  # relative to the working folder
+    result = invoke("score", url, "--query", "SELECT * FROM new", "-m", tiny_model, "-o",
+                    f"sqlite:///{tmp_path}/shop.db", "--output-table", "flags")
+    assert result.exit_code == 0, result.output
+    with sqlite3.connect(tmp_path / "shop.db") as db:
+        table = pd.read_sql("SELECT * FROM flags", db)
+    expected = csv_scores(tiny_dir, tiny_model, tmp_path)
+    assert list(table.columns) == list(expected.columns)
+    assert list(table["anomaly_score"]) == [float(v) for v in expected["anomaly_score"]]
+    # A table to a file, and a file to a table.
+    assert invoke("score", url, "--query", "SELECT * FROM new", "-m", tiny_model, "-o",
+                  "out.csv", "-q").exit_code == 0
+    assert pd.read_csv("out.csv")["anomaly_score"].tolist() == table["anomaly_score"].tolist()
+    assert invoke("score", tiny_dir / "new.csv", "-m", tiny_model, "-o", url,
+                  "--output-table", "from_file", "-q").exit_code == 0
+    with sqlite3.connect(tmp_path / "shop.db") as db:
+        from_file = pd.read_sql("SELECT anomaly_score FROM from_file", db)
+    assert from_file["anomaly_score"].tolist() == table["anomaly_score"].tolist()
+
+
+def test_append_and_replace(shop, env, tiny_model):
+    base = ["-m", tiny_model, "-o", shop.url, "--output-table", "flags_modes", "-q"]
+    query = ["--query", "SELECT * FROM new LIMIT 10"]
+    shop.psql("DROP TABLE IF EXISTS flags_modes")
+    assert invoke("score", shop.url, *query, *base).exit_code == 0
+    assert invoke("score", shop.url, *query, *base, "--if-exists", "append").exit_code == 0
+    assert shop.count("flags_modes") == 20
+    assert invoke("score", shop.url, "--query", "SELECT * FROM new LIMIT 3", *base,
+                  "--if-exists", "replace").exit_code == 0
+    assert shop.count("flags_modes") == 3
+    # replace also swaps a table of other columns; append to it names the mismatch.
+    shop.psql("DROP TABLE flags_modes; CREATE TABLE flags_modes (other int); "
+              "INSERT INTO flags_modes VALUES (1); ALTER TABLE flags_modes OWNER TO scorer")
+    error = one_line_error(invoke("score", shop.url, *query, *base, "--if-exists", "append"))
+    assert "cannot write table flags_modes in postgresql://scorer@/shop" in error
+    assert shop.psql("SELECT other FROM flags_modes") == "1"
+    assert invoke("score", shop.url, *query, *base, "--if-exists", "replace").exit_code == 0
+    assert shop.count("flags_modes") == 10
+    assert shop.psql("SELECT count(*) FROM pg_tables WHERE tablename LIKE 'vae_anomaly_new%'") == "0"
+
+
+def test_summary_and_messages_carry_no_password(shop, tiny_model, tmp_path, monkeypatch):
+    monkeypatch.delenv("PGPASSWORD", raising=False)
+    url = shop.url.replace("scorer@", f"scorer:{PASSWORD}@")
+    (tmp_path / "night.sql").write_text("SELECT * FROM new WHERE id > 'R001010'\n")
+    result = invoke("score", url, "--query", f"@{tmp_path / 'night.sql'}", "-m", tiny_model,
+                    "-o", url, "--output-table", "flags_secret", "--if-exists", "replace",
+                    "--summary", tmp_path / "run.json")
+    assert result.exit_code == 0, result.output
+    summary = (tmp_path / "run.json").read_text()
+    assert PASSWORD not in summary and PASSWORD not in result.output
+    record = json.loads(summary)["files"][0]
+    assert record["input"] == shop.url.replace("scorer@", "scorer:***@")
+    assert record["query"] == "SELECT * FROM new WHERE id > 'R001010'\n"
+    assert record["output"].startswith("table flags_secret in postgresql://scorer:***@/shop")
+    # An error names the server, without the (wrong) password either.
+    wrong = shop.url.replace("scorer@", "scorer:n0tThe-Pw@")
+    error = one_line_error(invoke("score", wrong, "--query", "SELECT 1", "-m", tiny_model,
+                                  "-o", "x.csv"))
+    assert "n0tThe-Pw" not in error and "scorer:***@/shop" in error
+    assert error.startswith("Error: cannot log in to postgresql://scorer:***@/shop")
+    assert "PGPASSWORD, ~/.pgpass or PGSERVICE" in error
+
+
+def test_evaluate_reads_a_query(shop, env, tiny_model):
+    result = invoke("evaluate", shop.url, "--query",
+                    "SELECT *, (id < 'R001005')::int AS label FROM new", "--label-column",
+                    "label", "-m", tiny_model, "--json")
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(result.stdout)
+    assert metrics["rows"] == 60 and metrics["anomalies"] == 5
+    assert metrics["input"] == shop.url and metrics["query"].startswith("SELECT")
+
+
+# ----- bad input: one line, exit 2, the table untouched ------------------------------------
+@pytest.fixture()
+def kept(shop, env, tiny_model):
+    """Table `kept` with 5 scored rows, which no failing run may change."""
+    shop.psql("DROP TABLE IF EXISTS kept")
+    assert invoke("score", shop.url, "--query", "SELECT * FROM new LIMIT 5", "-m", tiny_model,
+                  "-o", shop.url, "--output-table", "kept", "-q").exit_code == 0
+    before = shop.fingerprint("kept")
+    yield ["-m", tiny_model, "-o", shop.url, "--output-table", "kept", "--if-exists", "append"]
+    assert shop.fingerprint("kept") == before
+
+
+@pytest.mark.parametrize(("query", "message"), [
+    ("SELEC * FROM new", 'the query failed on postgresql://scorer@/shop?host='),
+    ("SELECT * FROM no_such_table", 'relation "no_such_table" does not exist; fix --query'),
+    ("SELECT *, ARRAY[1, 2] AS tags FROM new", "column `tags` of the query on postgresql://"
+     "scorer@/shop"),
+])
+def test_bad_queries(shop, kept, query, message):
+    error = one_line_error(invoke("score", shop.url, "--query", query, *kept))
+    assert message in error
+    if "tags" in message:
+        assert "has type _int4, which vae-anomaly cannot read; cast it in --query" in error
+
+
+def test_unreachable_server_and_wrong_password(shop, kept, monkeypatch):
+    nowhere = shop.url.replace(f"port={shop.port}", "port=1")
+    error = one_line_error(invoke("score", nowhere, "--query", "SELECT * FROM new", "-m",
+                                  kept[1], "-o", "x.csv"))
+    assert error.startswith(f"Error: cannot connect to {nowhere}: ")
+    assert error.endswith("check that the server is running and the URL's host, port and database")
+    monkeypatch.setenv("PGPASSWORD", "wrong")
+    error = one_line_error(invoke("score", shop.url, "--query", "SELECT * FROM new", *kept))
+    assert error.startswith(f"Error: cannot log in to {shop.url}: ")
+    assert 'password authentication failed for user "scorer"' in error
+
+
+def test_existing_table_with_fail_and_a_run_holding_the_table(shop, kept, tiny_model):
+    fail = [*kept[:-2], "--if-exists", "fail"]
+    error = one_line_error(invoke("score", shop.url, "--query", "SELECT * FROM new", *fail))
+    assert error == (f"Error: table kept in {shop.url} already exists; pass --if-exists replace "
+                     "to replace it or --if-exists append to add the rows, or choose another "
+                     "--output-table")
+    # Another run (here a psql session) holds the table's lock: refused at once.
+    holder = subprocess.Popen(
+        [_tool("psql"), "-X", "-q", "-h", str(shop.folder), "-p", str(shop.port), "-U",
+         "postgres", "-d", "shop"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        holder.stdin.write("BEGIN; SELECT pg_advisory_xact_lock(hashtext("
+                           "'vae-anomaly output table kept'));\n")
+        holder.stdin.flush()
+        deadline = time.monotonic() + 30
+        while shop.psql("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'") == "0":
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        error = one_line_error(invoke("score", shop.url, "--query", "SELECT * FROM new", *kept))
+        assert error == (f"Error: another vae-anomaly run is writing table kept in {shop.url}; "
+                         "wait for it to finish or choose another --output-table")
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=30)
+
+
+def test_usage_errors(shop, env, tiny_model):
+    error = one_line_error(invoke("score", shop.url, "-m", tiny_model, "-o", "x.csv"))
+    assert error == (f"Error: {shop.url} is a database: pass --query with the SQL that selects "
+                     "the rows (or --query @file.sql)")
+    error = one_line_error(invoke("score", shop.url, "--query", "SELECT 1", "-m", tiny_model,
+                                  "-o", shop.url))
+    assert "pass --output-table NAME" in error
+    error = one_line_error(invoke("fit", shop.url, "-m", "x.vae"))
+    assert "is a database: pass --query" in error
+    error = one_line_error(invoke("score", shop.url, "--query", "@/no/such.sql", "-m",
+                                  tiny_model, "-o", "x.csv"))
+    assert error.startswith("Error: cannot read the query file /no/such.sql")
+    error = one_line_error(invoke("score", shop.url, "--query", "SELECT 1", "-m", tiny_model,
+                                  "-o", shop.url, "--output-table", "bad name"))
+    assert "is not a table name" in error
+
+
+def test_a_query_with_no_rows_writes_the_table_with_its_columns(shop, env, tiny_model):
+    shop.psql("DROP TABLE IF EXISTS flags_empty")
+    result = invoke("score", shop.url, "--query", "SELECT * FROM new WHERE false", "-m",
+                    tiny_model, "-o", shop.url, "--output-table", "flags_empty")
+    assert result.exit_code == 0, result.output
+    assert f"Note: {shop.url} has no rows; wrote the table with its columns and no rows" \
+        in result.stderr
+    assert shop.count("flags_empty") == 0
+    columns = shop.psql("SELECT string_agg(column_name, ',' ORDER BY ordinal_position) FROM "
+                        "information_schema.columns WHERE table_name = 'flags_empty'")
+    assert columns == "id,x,y,amount,colour,member," + ",".join(SCORES)
+
+
+def test_without_the_sql_extra_a_url_names_the_install(shop, tiny_model, tmp_path):
+    blocked = ("import sys\n"
+               "for name in ('adbc_driver_postgresql', 'adbc_driver_postgresql.dbapi'):\n"
+               "    sys.modules[name] = None  # as if not installed\n"
+               "from vae_anomaly.cli import main\n"
+               f"sys.argv = ['vae-anomaly', 'score', {shop.url!r}, '--query', 'SELECT 1', "
+               f"'-m', {str(tiny_model)!r}, '-o', 'x.csv']\n"
+               "main()\n")
+    done = subprocess.run([sys.executable, "-c", blocked], capture_output=True, text=True,
+                          cwd=tmp_path, timeout=300)
+    assert done.returncode == 2
+    assert done.stderr.strip() == (f"Error: reading or writing {shop.url} needs the database "
+                                   "drivers; install them with pip install 'vae-anomaly[sql]'")
+
+
+# ----- kill -9 in the middle of the write ----------------------------------------------------
+@pytest.mark.parametrize("mode", ["append", "replace"])
+def test_kill_9_while_writing_leaves_the_table_as_it_was(shop, kept, mode, tmp_path):
+    if shop.psql("SELECT to_regclass('big') IS NULL") == "t":
+        make_records(20_000, seed=3).to_csv(tmp_path / "big.csv", index=False)
+        shop.load_csv("big", tmp_path / "big.csv", COLUMNS)
+        shop.psql("ALTER TABLE big OWNER TO scorer")
+    before = shop.fingerprint("kept")
+    args = [*kept[:-1], mode, "--chunk-size", 200, "-q"]
+    run = subprocess.Popen([sys.executable, "-m", "vae_anomaly", "score", shop.url, "--query",
+                            "SELECT * FROM big", *map(str, args)], cwd=tmp_path,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                           env={**os.environ, "PGPASSWORD": PASSWORD})
+    deadline = time.monotonic() + 180
+    # The write has begun once the run's connection has sent a COPY into the table.
+    while shop.psql("SELECT count(*) FROM pg_stat_activity WHERE usename = 'scorer' "
+                    "AND query ILIKE 'COPY%'") == "0":
+        assert run.poll() is None, f"the run ended before writing: {run.communicate()}"
+        assert time.monotonic() < deadline, "the run did not start writing in 180 s"
+        time.sleep(0.02)
+    os.kill(run.pid, signal.SIGKILL)
+    run.wait(timeout=60)
+    assert run.returncode == -signal.SIGKILL
+    assert shop.fingerprint("kept") == before
+    assert shop.psql("SELECT count(*) FROM pg_tables WHERE tablename LIKE 'vae_anomaly_new%'") == "0"
