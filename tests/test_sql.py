@@ -30,7 +30,8 @@ from conftest import make_records
 from vae_anomaly.cli import app
 
 PASSWORD = "pw-Secret-42"
-PG_BIN = Path("/usr/lib/postgresql/15/bin")
+# Debian and Ubuntu keep the server's programs off PATH, in /usr/lib/postgresql/N/bin.
+PG_BINS = sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)
 runner = CliRunner()
 SCORES = ["anomaly_score", "is_anomaly", "p_value", "reconstruction_nll", "kl_divergence",
           "score_std_error"]
@@ -38,8 +39,9 @@ SCORES = ["anomaly_score", "is_anomaly", "p_value", "reconstruction_nll", "kl_di
 
 def _tool(name: str) -> str | None:
     found = shutil.which(name)
-    if found is None and (PG_BIN / name).exists():
-        found = str(PG_BIN / name)
+    for folder in PG_BINS:
+        if found is None and (folder / name).exists():
+            found = str(folder / name)
     return found
 
 
