@@ -24,6 +24,15 @@ What it measures, each as a separate process so its peak RSS can be read
    would exceed --pyod-budget seconds it trains only as many epochs as fit in the
    budget and the per-epoch time is extrapolated (the report says so).
 
+5. with ``--database auto|URL``: ``vae-anomaly score`` of each --rows file loaded into
+   a PostgreSQL table (``auto``: a throwaway server started with ``initdb`` in the
+   work folder; a URL: a server of yours, where the tables ``bench_N`` and
+   ``bench_scored`` are replaced), read through ``--query`` and written to a table
+   (``--if-exists replace``), against the same rows CSV to CSV (item 2). Its peak
+   RSS is the CLI process's; the server's own memory is not in it. The full run:
+
+       python bench/speed.py --rows 1000000 --database auto --skip-pyod --skip-reference
+
 The load average is recorded before each measurement, with whether
 bench/quality.py (or another busy process) was running.
 """
@@ -31,6 +40,7 @@ bench/quality.py (or another busy process) was running.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
 import math
@@ -160,6 +170,76 @@ def head_csv(source: Path, path: Path, rows: int) -> None:
             if i > rows:
                 break
             dst.write(line)
+
+
+# ----- PostgreSQL ----------------------------------------------------------------------
+# The generated columns' types in PostgreSQL: the CSV's integers as bigint, its other
+# numbers as double precision, text as text; the same values as the CSV's cells.
+INTEGER_COLUMNS = {"age", "tenure_days", "n_items", "clicks", "hour"}
+TEXT_COLUMNS = {"id", "country", "channel", "device", "plan"}
+
+
+def pg_tool(name: str) -> str:
+    found = shutil.which(name)
+    for folder in sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True):
+        if found is None and (folder / name).exists():
+            found = str(folder / name)
+    if found is None:
+        raise SystemExit(f"--database needs PostgreSQL's {name} (apt-get install postgresql)")
+    return found
+
+
+class Postgres:
+    """A PostgreSQL server at ``url``: the given one, or (``auto``) a throwaway server on
+    a Unix socket, run as the ``postgres`` user when this runs as root."""
+
+    def __init__(self, url: str, work: Path):
+        self.folder = None
+        if url != "auto":
+            self.url = url
+            return
+        self.folder = Path(tempfile.mkdtemp(prefix="vae-speed-pg-"))
+        if os.geteuid() == 0:
+            shutil.chown(self.folder, "postgres")
+        port = 5432  # only names the socket file in our own folder
+        data = self.folder / "data"
+        self._as_owner([pg_tool("initdb"), "-D", str(data), "-U", "postgres", "-A", "trust"])
+        self._as_owner([pg_tool("pg_ctl"), "-D", str(data), "-l", str(self.folder / "log"),
+                        "-w", "-o", f"-k {self.folder} -p {port} -c listen_addresses=''",
+                        "start"])
+        self.url = f"postgresql://postgres@/postgres?host={self.folder}&port={port}"
+
+    @staticmethod
+    def _as_owner(cmd: list[str]) -> None:
+        if os.geteuid() == 0:
+            cmd = ["runuser", "-u", "postgres", "--", *cmd]
+        subprocess.run(cmd, check=True, capture_output=True, timeout=300)
+
+    def psql(self, sql: str) -> str:
+        done = subprocess.run([pg_tool("psql"), "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1",
+                               "-d", self.url, "-c", sql], capture_output=True, text=True)
+        if done.returncode != 0:
+            raise RuntimeError(f"psql failed: {done.stderr.strip()}")
+        return done.stdout.strip()
+
+    def load(self, table: str, csv: Path) -> float:
+        """Load the generated CSV into ``table`` (replaced); the seconds it took."""
+        header = csv.open().readline().strip().split(",")
+        columns = ", ".join(
+            f"{name} {'text' if name in TEXT_COLUMNS else 'bigint' if name in INTEGER_COLUMNS else 'double precision'}"
+            for name in header)
+        started = time.perf_counter()
+        self.psql(f"DROP TABLE IF EXISTS {table}; CREATE TABLE {table} ({columns})")
+        self.psql(f"\\copy {table} FROM '{csv}' WITH (FORMAT csv, HEADER)")
+        self.psql(f"VACUUM ANALYZE {table}")
+        return time.perf_counter() - started
+
+    def stop(self) -> None:
+        if self.folder is not None:
+            with contextlib.suppress(Exception):
+                self._as_owner([pg_tool("pg_ctl"), "-D", str(self.folder / "data"), "-m",
+                                "fast", "stop"])
+            shutil.rmtree(self.folder, ignore_errors=True)
 
 
 # ----- measuring ---------------------------------------------------------------------
@@ -353,6 +433,20 @@ class Bench:
         if out.exists():
             m.extra["out_bytes"] = out.stat().st_size
             out.unlink()
+        return m
+
+    def score_database(self, server: "Postgres", table: str, rows: int,
+                       model: Path) -> Measurement:
+        cmd = [self.cli, "score", server.url, "--query", f"SELECT * FROM {table}", "--model",
+               str(model), "-o", server.url, "--output-table", "bench_scored", "--if-exists",
+               "replace", "--samples", str(self.args.samples), *self.device_args]
+        if self.args.chunk_size:
+            cmd += ["--chunk-size", str(self.args.chunk_size)]
+        m = self.measure(f"score K={self.args.samples}, {rows:,} rows, PostgreSQL table to "
+                         "table", rows, cmd)
+        written = int(server.psql("SELECT count(*) FROM bench_scored"))
+        if written != rows:
+            raise RuntimeError(f"bench_scored holds {written:,} rows, not {rows:,}")
         return m
 
     def fit(self, name: str, path: Path, rows: int, model: Path, extra_args=()) -> Measurement:
@@ -633,6 +727,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--profile-rows", type=int, default=0,
                         help="Also profile `score` (cProfile) on the first N rows of the first "
                              "--rows file; the top entries go to WORKDIR/score_profile.txt.")
+    parser.add_argument("--database", metavar="auto|URL", default=None,
+                        help="Also score each --rows file from a PostgreSQL table to a table: "
+                             "auto starts a throwaway server (initdb); a URL uses yours "
+                             "(tables bench_N and bench_scored are replaced). Needs "
+                             "pip install 'vae-anomaly[sql]'.")
     parser.add_argument("--smoke", action="store_true",
                         help="Quick check of the script: every fit (ours and PyOD) runs at most "
                              "3 epochs; the numbers are not a benchmark.")
@@ -714,6 +813,31 @@ def main(argv=None) -> int:
             score_rate = n / scored.run.wall_s
             if scored.extra.get("out_bytes"):
                 out_bytes_per_row = scored.extra["out_bytes"] / n
+
+    # 2e. the same rows from a PostgreSQL table to a table
+    if args.database:
+        server = Postgres(args.database, work)
+        try:
+            for n in args.rows:
+                table = f"bench_{n}"
+                bench.log(f"loading {files[n]} into {table}")
+                load_s = server.load(table, files[n])
+                db = bench.score_database(server, table, n, model)
+                csv_run = next(m for m in bench.results
+                               if m.rows == n and m.name.startswith("score K=")
+                               and "PostgreSQL" not in m.name)
+                db.extra["ratio_text"] = (f"table/CSV = {db.run.wall_s / csv_run.run.wall_s:.2f}x"
+                                          if not csv_run.run.timed_out else "")
+                bench.notes.append(
+                    f"PostgreSQL ({server.psql('SHOW server_version')}, "
+                    f"{'a throwaway local server on a Unix socket' if server.folder else 'the server given'}): "
+                    f"the {n:,}-row file was loaded with psql's \\copy into `{table}` ({load_s:.0f} s, not "
+                    f"measured; integer columns bigint, other numbers double precision, text "
+                    f"text), then scored with `--query 'SELECT * FROM {table}' -o URL "
+                    f"--output-table bench_scored --if-exists replace` (one transaction); its "
+                    f"peak RSS is the CLI's, the server's memory is not in it.")
+        finally:
+            server.stop()
 
     # 2c'. reference fit
     if not args.skip_reference:
