@@ -350,6 +350,9 @@ def test_usage_errors(shop, env, tiny_model):
     error = one_line_error(invoke("score", shop.url, "--query", "SELECT 1", "-m", tiny_model,
                                   "-o", shop.url, "--output-table", "bad name"))
     assert "is not a table name" in error
+    error = one_line_error(invoke("score", "new.csv", "-m", tiny_model, "-o", "x.csv",
+                                  "--if-exists", "append"))
+    assert "--if-exists append applies to a table" in error
 
 
 def test_a_query_with_no_rows_writes_the_table_with_its_columns(shop, env, tiny_model):

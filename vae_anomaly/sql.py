@@ -91,6 +91,10 @@ def check_sink_options(output, output_table: str | None, if_exists: str) -> None
     elif output_table is not None:
         raise InputError("--output-table names a table in a database: pass the database as "
                          "-o URL (postgresql://... or sqlite:///file.db)")
+    elif if_exists != "fail":
+        raise InputError(f"--if-exists {if_exists} applies to a table: pass -o URL and "
+                         "--output-table NAME, or drop --if-exists (files are replaced "
+                         "atomically)")
 
 
 def table_name(name: str) -> tuple[str | None, str]:
