@@ -774,7 +774,8 @@ def known_curve(files: list[Path]) -> list[str]:
         worse = [f"{d} {aucs[share][(d, PRODUCT)][0] - base[(d, PRODUCT)][0]:+.3f}"
                  for d in sets
                  if aucs[share][(d, PRODUCT)][0] < base[(d, PRODUCT)][0] - CURVE_DROP]
-        lines.append(f"- S = {share:g} against S = 0: {len(worse)} sets more than {CURVE_DROP} "
+        lines.append(f"- S = {share:g} against S = 0: {len(worse)} "
+                     f"set{'' if len(worse) == 1 else 's'} more than {CURVE_DROP} "
                      f"worse{': ' + '; '.join(worse) if worse else ''}.")
     return lines
 
