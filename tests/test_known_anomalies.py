@@ -76,9 +76,8 @@ def test_fit_reports_the_confirmed_rows_and_keeps_them_out_of_the_normal_rows(kn
     assert result.exit_code == 0, result.output
     lines = [line for line in result.stderr.splitlines() if line.startswith("Known anomalies")]
     assert len(lines) == 1
-    assert lines[0].startswith("Known anomalies: 4 trained against (4 of them found among "
-                               "the training rows and kept out of the normal rows); the model "
-                               "flags ")
+    assert lines[0].startswith("Known anomalies: 4 trained against (4 training rows with "
+                               "their values kept out of the normal rows); the model flags ")
     assert "held out of their calibration fit" in lines[0]
     training = json.loads(invoke("info", model, "--json").stdout)["training"]
     assert (training["known_anomalies"], training["known_in_data"]) == (4, 4)

@@ -58,8 +58,11 @@ def known_anomalies_text(training: dict) -> str:
     count = training.get("known_anomalies", 0)
     if not count:
         return "none"
-    text = (f"{count} trained against ({training.get('known_in_data', 0)} of them found among "
-            f"the training rows and kept out of the normal rows); the model flags "
+    # Rows of the training data with a confirmed row's values: the confirmed rows
+    # themselves, and any exact duplicates, which may be more.
+    matched = training.get("known_in_data", 0)
+    text = (f"{count} trained against ({matched} training row{'' if matched == 1 else 's'} "
+            f"with their values kept out of the normal rows); the model flags "
             f"{training.get('known_flagged', 0)} of {count} at its threshold")
     heldout = training.get("known_heldout", 0)
     if heldout:
