@@ -84,17 +84,7 @@ def score_files(pattern: str | Path, model_path, *, output: str | Path | None = 
                          "pass -o PATH, or -o - to write CSV to standard output")
     inputs = expand_inputs(pattern)
     outputs = planned_outputs(inputs, output, output_dir)
-    if summary is not None:
-        if str(summary) == "-":
-            raise InputError("--summary needs a file path, not - (standard output carries the "
-                             "scored rows with -o -); pass e.g. --summary run.json")
-        summary = Path(summary)
-        for path in inputs:
-            refuse_same_file(path, summary, "--summary")
-        refuse_same_file(Path(model_path), summary, "--summary", "model")
-        for path in outputs:
-            refuse_same_file(path, summary, "--summary", "output")
-        check_writable_destination(summary)
+    summary = _checked_summary(summary, model_path, inputs, outputs)
     model_sha256 = file_sha256(model_path)  # the model actually used, before any refit
     if engine == "dask":
         results = score_partitions(inputs, model_path, output_dir, scheduler=scheduler,
@@ -104,6 +94,24 @@ def score_files(pattern: str | Path, model_path, *, output: str | Path | None = 
     if summary is not None:
         write_summary(summary, results, model_path, model_sha256, started)
     return results
+
+
+def _checked_summary(summary, model_path, inputs: list, outputs: list) -> Path | None:
+    """The --summary path, refused before any work when it is - or would overwrite an
+    input (a database URL is no file to overwrite), the model or an output."""
+    if summary is None:
+        return None
+    if str(summary) == "-":
+        raise InputError("--summary needs a file path, not - (standard output carries the "
+                         "scored rows with -o -); pass e.g. --summary run.json")
+    summary = Path(summary)
+    for path in inputs:
+        refuse_same_file(path, summary, "--summary")
+    refuse_same_file(Path(model_path), summary, "--summary", "model")
+    for path in outputs:
+        refuse_same_file(path, summary, "--summary", "output")
+    check_writable_destination(summary)
+    return summary
 
 
 def _score_database(data, model_path, *, output, output_dir, summary, engine: str,
@@ -122,17 +130,9 @@ def _score_database(data, model_path, *, output, output_dir, summary, engine: st
             raise InputError(f"{str(data)!r} matches {len(matched)} files; a table output takes "
                              "one input per run")
         data = matched[0]
-    if summary is not None:
-        if str(summary) == "-":
-            raise InputError("--summary needs a file path, not - (standard output carries the "
-                             "scored rows with -o -); pass e.g. --summary run.json")
-        summary = Path(summary)
-        refuse_same_file(Path(model_path), summary, "--summary", "model")
-        if not is_database_url(data):
-            refuse_same_file(data, summary, "--summary")
-        if output is not None and output != "-" and not is_database_url(output):
-            refuse_same_file(Path(output), summary, "--summary", "output")
-        check_writable_destination(summary)
+    file_output = output is not None and output != "-" and not is_database_url(output)
+    summary = _checked_summary(summary, model_path, [data],
+                               [Path(output)] if file_output else [])
     model_sha256 = file_sha256(model_path)
     result = score_file(data, model_path, output=output, **options)
     if summary is not None:

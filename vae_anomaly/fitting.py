@@ -80,7 +80,7 @@ def fit_split(frame: pa.Table, train_index: np.ndarray, val_index: np.ndarray, *
     model = model.to(device)
     generator = torch.Generator(device=device).manual_seed(seed)
     val_data = _tensors(encoded, val_index, device)
-    exposed = _encoded(preprocessor, exposure, "trained")
+    exposed = _encoded(preprocessor, exposure, exposure and exposure.trained)
     result = train(model, _tensors(encoded, train_index, device), val_data, training,
                    generator, callbacks,
                    known=None if exposed is None else _tensors(exposed, slice(None), device))
@@ -109,15 +109,15 @@ def fit_split(frame: pa.Table, train_index: np.ndarray, val_index: np.ndarray, *
                                      heldout.score(outlier_kind)[held_out]])
         order = np.argsort(rows, kind="stable")
         outliers = TrainingOutliers(rows[order], row_scores[order])
-    judged = _encoded(preprocessor, exposure, "judged")
+    judged = _encoded(preprocessor, exposure, exposure and exposure.judged)
     known = None if judged is None else score(judged)
     return SplitFit(preprocessor, model.cpu(), result, heldout, outliers, known)
 
 
 def _encoded(preprocessor: Preprocessor, exposure: Exposure | None,
-             part: str) -> EncodedBatch | None:
-    """The exposure's ``trained`` or ``judged`` rows, encoded; None when it has none."""
-    table = None if exposure is None else getattr(exposure, part)
+             table: pa.Table | None) -> EncodedBatch | None:
+    """An exposure's rows (its ``trained`` or ``judged`` table), encoded; None when
+    there are none."""
     if table is None or table.num_rows == 0:
         return None
     return preprocessor.transform(table, source=exposure.source)

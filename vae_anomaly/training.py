@@ -193,7 +193,7 @@ def train(model: TabularVAE, train_data: Tensors, val_data: Tensors, config: Tra
     device = train_data.numeric.device
     with _training_threads(device):
         step = training_step(model, config, batch_size, device, len(train_data))
-        step.known = known if known is not None and len(known) else None
+        step.known = known
         try:
             history, best_epoch, best = _run_epochs(step, train_data, val_data, config,
                                                     epochs, batch_size, generator, callbacks)
