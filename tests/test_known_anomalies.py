@@ -201,3 +201,62 @@ def test_a_model_file_from_before_confirmed_anomalies_loads(tiny_model, tmp_path
     assert load(tmp_path / "old.vae").summary_.known_anomalies == 0
     info = json.loads(invoke("info", tmp_path / "old.vae", "--json").stdout)
     assert info["known_anomalies"] == "none"
+
+
+@pytest.fixture(scope="module")
+def common_files(files) -> Path:
+    """common.csv: dirty.csv with 120 copies of one normal row's values (22% of its
+    550 rows); confirming that row confirms a kind of normal."""
+    dirty = pd.read_csv(files / "dirty.csv")
+    copies = pd.concat([dirty.iloc[[0]]] * 120, ignore_index=True).assign(
+        id=range(8000, 8120))
+    common = pd.concat([dirty, copies], ignore_index=True)
+    common.to_csv(files / "common.csv", index=False)
+    pd.concat([copies.head(1), dirty.iloc[400:402]]).to_csv(files / "mixed.csv", index=False)
+    copies.head(1).to_csv(files / "only_common.csv", index=False)
+    common.assign(verdict=["yes" if i in (0, 400, 401) else "" for i in range(len(common))]
+                  ).to_csv(files / "common_labelled.csv", index=False)
+    return files
+
+
+COMMON_NOTE = ("Note: 1 of the 3 confirmed rows ({source}) has the values of 121 of the 550 "
+               "rows of {data} (22%), too common to be anomalies in these columns; ")
+
+
+@pytest.mark.parametrize("option, value, source, data", [
+    ("--known-anomalies", "mixed.csv", "mixed.csv", "common.csv"),
+    ("--label-column", "verdict", "the rows labelled anomalous in `verdict`",
+     "common_labelled.csv")])
+def test_a_confirmed_row_as_common_as_a_kind_of_normal_is_left_out(common_files, tmp_path,
+                                                                   option, value, source, data):
+    arg = common_files / value if option == "--known-anomalies" else value
+    result = invoke("fit", common_files / data, "--model", tmp_path / "m.vae", *FIT,
+                    option, arg)
+    assert result.exit_code == 0, result.output
+    note = COMMON_NOTE.format(source=source, data=data)
+    assert note + "it is left out, and those rows train as normal" in result.stderr
+    training = read_model(tmp_path / "m.vae")[0]["training"]
+    # The two odd rows stay confirmed; none of the 121 copies leaves the normal rows.
+    assert (training["known_anomalies"], training["known_in_data"]) == (2, 2)
+    assert training["train_rows"] + training["validation_rows"] == 550 - 2
+
+
+def test_only_common_confirmed_rows_fit_as_without_them(common_files, tmp_path):
+    result = invoke("fit", common_files / "common.csv", "--model", tmp_path / "c.vae", *FIT,
+                    "--known-anomalies", common_files / "only_common.csv")
+    assert result.exit_code == 0, result.output
+    assert ("Note: 1 of the 1 confirmed rows (only_common.csv) has the values of 121 of the "
+            "550 rows of common.csv (22%), too common to be anomalies in these columns; "
+            "fitting without confirmed anomalies") in result.stderr
+    plain = invoke("fit", common_files / "common.csv", "--model", tmp_path / "p.vae", *FIT)
+    assert plain.exit_code == 0
+    assert same_weights(tmp_path / "p.vae", tmp_path / "c.vae")
+
+
+def test_python_warns_of_a_common_confirmed_row(common_files):
+    frame = pd.read_csv(common_files / "common.csv")
+    with pytest.warns(UserWarning, match=r"^1 of the 1 confirmed rows \(the known anomalies\) "
+                      r"has the values of 121 of the 550 rows of the training data"):
+        detector = VAEAnomalyDetector(**FAST_FIT, exclude="id").fit(
+            frame, known_anomalies=frame.head(1))
+    assert detector.summary_.known_anomalies == 0

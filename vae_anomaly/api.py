@@ -42,7 +42,7 @@ from .errors import InputError, VAEAnomalyError
 from .fit_summary import FitSummary, TrainingOutliers
 from .health import HealthMonitor
 from .loading import load
-from .known import KnownRows, known_from_file, parse_label_column
+from .known import KnownRows, known_from_file, known_from_mask, parse_label_column
 from .params import check_score_options, names
 from .sql import (
     check_sink_options,
@@ -166,9 +166,10 @@ def _known_rows(frame: pa.Table, data: Path, known_path: Path | None,
                              f"are: {', '.join(frame.column_names)}")
         mask = parse_label_column(frame.column(label_column), label_column, source)
         features = frame.drop_columns([label_column])
-        known = KnownRows(features.filter(pa.array(mask)),
-                          f"the rows labelled anomalous in `{label_column}`", mask)
-        return features, known, []
+        known = known_from_mask(features, mask,
+                                f"the rows labelled anomalous in `{label_column}`", source,
+                                **_feature_options(detector))
+        return features, (known if len(known) else None), known.notes
     if known_path is None:
         return frame, None, []
     table = read_table(known_path)
@@ -176,9 +177,12 @@ def _known_rows(frame: pa.Table, data: Path, known_path: Path | None,
         return frame, None, [f"{source_name(known_path)} has no rows; fitting without "
                              "confirmed anomalies"]
     known = known_from_file(frame, table, source_name(known_path), source,
-                            categorical=names(detector.categorical),
-                            exclude=names(detector.exclude))
-    return frame, known, []
+                            **_feature_options(detector))
+    return frame, (known if len(known) else None), known.notes
+
+
+def _feature_options(detector: Detector) -> dict[str, list[str]]:
+    return dict(categorical=names(detector.categorical), exclude=names(detector.exclude))
 
 
 OUTLIER_COLUMNS = ("row", "anomaly_score")

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import platform
 import time
+import warnings
 from collections.abc import Sequence
 from datetime import datetime, timezone
 
@@ -133,8 +134,14 @@ class Detector:
     def _known(self, frame: pa.Table, known_anomalies, source: str) -> KnownRows | None:
         if isinstance(known_anomalies, pd.DataFrame):
             known_anomalies = to_arrow(known_anomalies)
-        return resolve_known(frame, known_anomalies, source,
-                             categorical=names(self.categorical), exclude=names(self.exclude))
+        known = resolve_known(frame, known_anomalies, source,
+                              categorical=names(self.categorical), exclude=names(self.exclude))
+        if known is None:
+            return None
+        if not isinstance(known_anomalies, KnownRows):  # the CLI has printed its notes
+            for note in known.notes:
+                warnings.warn(note, UserWarning, stacklevel=3)
+        return known if len(known) else None
 
     def _known_counts(self, known: KnownRows | None, fits: list[SplitFit]) -> dict[str, int]:
         """FitSummary's counts of the confirmed anomalies: how many the model flags at

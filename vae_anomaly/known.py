@@ -3,13 +3,15 @@ which rows they are, checked, and which rows of the training data they match.
 
 A fit trains against them (outlier exposure, training.py) and never as normal:
 training rows with the same encoded values as a confirmed row leave the normal
-rows, held-out ones included. docs/method.md, "Confirmed anomalies", says what
-they change.
+rows, held-out ones included. A confirmed row whose values are shared by more
+than MAX_CONTAMINATION of the training rows is left out with a note: in these
+columns it is a kind of normal, and no model can flag it without them.
+docs/method.md, "Confirmed anomalies", says what they change.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
@@ -18,6 +20,7 @@ import pyarrow.compute as pc
 from .data import is_text, missing_mask
 from .errors import InputError
 from .preprocessing import Preprocessor
+from .rejection import MAX_CONTAMINATION
 from .scoring import row_keys
 
 ANOMALY_WORDS = ("1", "true", "yes")
@@ -31,6 +34,7 @@ class KnownRows:
     table: pa.Table  # the confirmed rows, as given
     source: str  # their name in messages: a file name, or "the known anomalies"
     in_data: np.ndarray  # bool over the training rows: the rows that are confirmed ones
+    notes: list[str] = field(default_factory=list)  # for the user: rows left out, and why
 
     def __len__(self) -> int:
         return self.table.num_rows
@@ -67,51 +71,96 @@ def _number_text(value) -> str:
 def resolve_known(frame: pa.Table, known, source: str, *, categorical: list[str],
                   exclude: list[str]) -> KnownRows | None:
     """``known`` (a table of confirmed rows, or a boolean mask over ``frame``'s rows)
-    as KnownRows, None when it holds no rows. Checks that it has every feature
-    column and is at most half of the training rows."""
+    as KnownRows (None for None; no rows when none is left), checked: it has every
+    feature column and is at most half of the training rows."""
     if known is None:
         return None
     if isinstance(known, KnownRows):
         return _checked(known, frame, source)
     if isinstance(known, pa.Table):
-        return _from_table(frame, known, "the known anomalies", categorical, exclude)
+        return _from_table(frame, known, "the known anomalies", categorical, exclude, source)
     mask = np.asarray(known)
     if mask.dtype != bool or mask.shape != (frame.num_rows,):
         raise InputError(f"known anomalies must be a table of confirmed rows or a boolean "
                          f"mask over the {frame.num_rows} training rows (got an array of "
                          f"shape {mask.shape} and type {mask.dtype})")
-    table = frame.filter(pa.array(mask))
-    return _checked(KnownRows(table, "the known anomalies", mask), frame, source)
+    return known_from_mask(frame, mask, "the known anomalies", source,
+                           categorical=categorical, exclude=exclude)
+
+
+def known_from_mask(frame: pa.Table, mask: np.ndarray, known_source: str, source: str, *,
+                    categorical: list[str], exclude: list[str]) -> KnownRows:
+    """The rows of ``frame`` that ``mask`` marks (``--label-column``), named
+    ``known_source`` in messages."""
+    if not mask.any():
+        return KnownRows(frame.filter(pa.array(mask)), known_source, mask)
+    keys = _training_keys(frame, source, categorical, exclude)[0]
+    common, note = _common_patterns(keys, keys[mask], known_source, source)
+    mask = mask & ~np.isin(keys, keys[mask][common])
+    rows = KnownRows(frame.filter(pa.array(mask)), known_source, mask, note)
+    return _checked(rows, frame, source)
 
 
 def known_from_file(frame: pa.Table, known: pa.Table, known_source: str, source: str, *,
-                    categorical: list[str], exclude: list[str]) -> KnownRows | None:
+                    categorical: list[str], exclude: list[str]) -> KnownRows:
     """The rows of a ``--known-anomalies`` file (named ``known_source`` in messages)."""
     return _from_table(frame, known, known_source, categorical, exclude, source)
 
 
 def _from_table(frame: pa.Table, known: pa.Table, known_source: str, categorical: list[str],
-                exclude: list[str], source: str = "the training data") -> KnownRows | None:
+                exclude: list[str], source: str) -> KnownRows:
     if known.num_rows == 0:
-        return None
-    # The training data's columns, kinds and encoding, learned from all its rows: only
-    # to find which of them the confirmed rows are.
-    preprocessor = Preprocessor().fit(frame, categorical=categorical, exclude=exclude,
-                                      source=source)
+        return KnownRows(known, known_source, np.zeros(frame.num_rows, dtype=bool))
+    keys, preprocessor = _training_keys(frame, source, categorical, exclude)
     absent = [name for name in preprocessor.feature_names if name not in known.column_names]
     if absent:
         raise InputError(f"column `{absent[0]}` is missing from {known_source} (the model is "
                          f"trained with it); the known anomalies need every feature column of "
                          f"{source}")
-    keys = row_keys(preprocessor.transform(frame, source=source))
     known_keys = row_keys(preprocessor.transform(known, source=known_source))
-    rows = KnownRows(known, known_source, np.isin(keys, known_keys))
+    common, note = _common_patterns(keys, known_keys, known_source, source)
+    if common.any():
+        known, known_keys = known.filter(pa.array(~common)), known_keys[~common]
+    rows = KnownRows(known, known_source, np.isin(keys, known_keys), note)
     return _checked(rows, frame, source)
 
 
-def _checked(rows: KnownRows, frame: pa.Table, source: str) -> KnownRows | None:
-    if len(rows) == 0:
-        return None
+def _training_keys(frame: pa.Table, source: str, categorical: list[str],
+                   exclude: list[str]) -> tuple[np.ndarray, Preprocessor]:
+    """Each training row's key (its encoded values' hash), and the preprocessor that
+    encoded them: the training data's columns, kinds and encoding, learned from all its
+    rows, only to find which rows confirmed ones match."""
+    preprocessor = Preprocessor().fit(frame, categorical=categorical, exclude=exclude,
+                                      source=source)
+    return row_keys(preprocessor.transform(frame, source=source)), preprocessor
+
+
+def _common_patterns(keys: np.ndarray, known_keys: np.ndarray, known_source: str,
+                     source: str) -> tuple[np.ndarray, list[str]]:
+    """True for the confirmed rows whose values more than MAX_CONTAMINATION of the
+    training rows share, and the note that says they are left out. Such a row is a
+    kind of normal in these columns (rejection.py's bound): training against it would
+    push up the score of all those rows, and leaving them out took their pattern out
+    of the threshold's rows (mammography: one confirmed row had the values of 30% of
+    the training file, and the test false-positive rate rose to 31%)."""
+    values, counts = np.unique(keys, return_counts=True)
+    at = np.clip(np.searchsorted(values, known_keys), 0, max(len(values) - 1, 0))
+    matches = np.where(values[at] == known_keys, counts[at], 0)
+    common = matches > MAX_CONTAMINATION * len(keys)
+    if not common.any():
+        return common, []
+    most, count = int(matches.max()), int(common.sum())
+    left = ("fitting without confirmed anomalies" if common.all()
+            else f"{'it is' if count == 1 else 'they are'} left out, and those rows train "
+            "as normal")
+    return common, [f"{count} of the {len(known_keys)} confirmed rows ({known_source}) "
+                    f"{'has' if count == 1 else 'have'} the values of {most:,} of the "
+                    f"{len(keys):,} rows of {source} "
+                    f"({most / len(keys):.0%}), too common to be anomalies in these columns; "
+                    + left]
+
+
+def _checked(rows: KnownRows, frame: pa.Table, source: str) -> KnownRows:
     if 2 * len(rows) > frame.num_rows:
         raise InputError(f"{rows.source} hold {len(rows)} rows, more than half of the "
                          f"{frame.num_rows} rows of {source}; pass only the rows confirmed as "
