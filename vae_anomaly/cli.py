@@ -241,7 +241,9 @@ def fit(
              "standard input), with the model's feature columns; other columns are "
              "ignored, so a scored output or a --training-outliers file filtered to the "
              "confirmed rows feeds straight back in. Training pushes their scores up, and "
-             "rows of DATA with the same values never train as normal.")] = None,
+             "rows of DATA with the same values never train as normal (a confirmed row "
+             "whose values over 20% of DATA share is a kind of normal: it is left out, "
+             "with a note).")] = None,
     label_column: Annotated[Optional[str], typer.Option(
         metavar="COL",
         help="The same knowledge inside DATA: a column that is 1, true or yes for a "
