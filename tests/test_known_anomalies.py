@@ -17,8 +17,12 @@ from typer.testing import CliRunner
 
 from conftest import FAST_FIT, make_records
 from vae_anomaly import VAEAnomalyDetector, load
+from vae_anomaly import known as known_module
 from vae_anomaly.artifact import read_model, write_model
+from vae_anomaly.calibration import threshold_at, unconfirmed_siblings
 from vae_anomaly.cli import app
+from vae_anomaly.known import near_confirmed
+from vae_anomaly.preprocessing import EncodedBatch
 
 
 def invoke(*args):
@@ -260,3 +264,67 @@ def test_python_warns_of_a_common_confirmed_row(common_files):
         detector = VAEAnomalyDetector(**FAST_FIT, exclude="id").fit(
             frame, known_anomalies=frame.head(1))
     assert detector.summary_.known_anomalies == 0
+
+
+# ----- the threshold with confirmed rows: their unconfirmed siblings leave it ---------
+
+def test_held_out_rows_near_confirmed_ones_above_the_threshold_leave_it():
+    rng = np.random.default_rng(0)
+    normal = rng.standard_exponential(980) * 10  # a heavy-ish normal tail
+    siblings = 200 + rng.standard_exponential(20) * 50  # unconfirmed anomalies, on top
+    scores = np.r_[normal, siblings]
+    near = np.r_[rng.random(980) < 0.01, np.ones(20, bool)]
+    left_out = unconfirmed_siblings(scores, near, 0.01)
+    assert left_out[980:].all()  # every sibling leaves
+    assert left_out[:980].sum() <= 2  # and almost no normal row
+    fpr = np.mean(normal > threshold_at(scores[~left_out], 0.01))
+    assert 0.005 <= fpr <= 0.02, fpr
+    assert np.mean(normal > threshold_at(scores, 0.01)) == 0  # all held-out rows: timid
+
+
+def test_rows_near_confirmed_ones_that_are_no_commoner_in_the_tail_stay():
+    rng = np.random.default_rng(1)
+    scores = rng.standard_exponential(1000)
+    # Near rows as common above the threshold as anywhere (anomalies among the normal
+    # rows, as on campaign): the tail is normal, and nothing leaves.
+    near = rng.random(1000) < 0.1
+    assert not unconfirmed_siblings(scores, near, 0.01).any()
+    assert not unconfirmed_siblings(scores, np.zeros(1000, bool), 0.01).any()
+    # However many near rows crowd the top, at most MAX_CONTAMINATION of the rows leave.
+    assert unconfirmed_siblings(scores, scores > np.quantile(scores, 0.7), 0.01).sum() <= 200
+
+
+def encoded_points(points: np.ndarray, codes: np.ndarray | None = None) -> EncodedBatch:
+    codes = np.zeros((len(points), 0), np.int64) if codes is None else codes
+    return EncodedBatch(points.astype(np.float32), np.zeros((len(points), 0), np.float32),
+                        codes, np.zeros_like(points, dtype=np.float64))
+
+
+def test_near_confirmed_finds_the_held_out_rows_of_a_confirmed_row_s_group():
+    rng = np.random.default_rng(2)
+    training = np.r_[rng.normal(size=(500, 2)), rng.normal(6, 0.3, size=(20, 2))]
+    confirmed = rng.normal(6, 0.3, size=(2, 2))  # two of the group at (6, 6)
+    heldout = np.r_[rng.normal(size=(100, 2)), rng.normal(6, 0.3, size=(5, 2))]
+    near = near_confirmed(encoded_points(heldout), encoded_points(training),
+                          encoded_points(confirmed), [], seed=0)
+    assert near[100:].all() and not near[:100].any()
+
+
+def test_wide_levels_are_searched_as_sparse_rows_with_the_same_answer(monkeypatch):
+    rng = np.random.default_rng(3)
+    sizes = [300, 4]  # 304 one-hot columns: past MAX_DENSE_WIDTH
+
+    def rows(counts: tuple[int, int]) -> EncodedBatch:
+        """counts[g] rows of group g: its own 150 levels of the wide category, and
+        numbers shifted by 3 g."""
+        group = np.repeat([0, 1], counts)
+        codes = np.c_[rng.integers(0, 150, len(group)) + 150 * group,
+                      rng.integers(0, 4, len(group))]
+        return encoded_points(rng.normal(size=(len(group), 2)) + 3 * group[:, None], codes)
+
+    training, confirmed, heldout = rows((300, 40)), rows((0, 2)), rows((60, 6))
+    sparse = near_confirmed(heldout, training, confirmed, sizes, seed=0)
+    monkeypatch.setattr(known_module, "MAX_DENSE_WIDTH", 10_000)
+    dense = near_confirmed(heldout, training, confirmed, sizes, seed=0)
+    np.testing.assert_array_equal(sparse, dense)
+    assert dense[60:].all() and not dense[:60].any()

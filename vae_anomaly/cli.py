@@ -152,8 +152,12 @@ class _EpochProgress:
                                          f"val loss {stats.val_loss:.3f}")
 
 
-def _calibration_fits_text(fits: int) -> str:
-    return {0: "", 1: " (1 calibration fit)"}.get(fits, f" ({fits} calibration fits)")
+def _calibration_text(fits: int, left_out: int) -> str:
+    """The fit line's brackets after its held-out scores: the extra fits, and the
+    held-out rows left out of the threshold (calibration.unconfirmed_siblings)."""
+    parts = ([f"{fits} calibration fit{'' if fits == 1 else 's'}"] if fits else []) + (
+        [f"{left_out} more left out as near confirmed anomalies"] if left_out else [])
+    return f" ({'; '.join(parts)})" if parts else ""
 
 
 def _progress(quiet: bool) -> "Progress | None":
@@ -293,7 +297,7 @@ def fit(
             f"Trained on {s.train_rows} rows ({s.validation_rows} held out) for {s.epochs_run} "
             f"epochs in {s.seconds:.1f}s on {s.device}; threshold {result.threshold:.4g} "
             f"from {s.calibration_rows} held-out scores"
-            f"{_calibration_fits_text(s.calibration_fits)}; "
+            f"{_calibration_text(s.calibration_fits, s.calibration_left_out)}; "
             f"saved {model}", markup=False)
         console.print(_training_outliers_text(s.training_outliers, s.rows, training_outliers),
                       markup=False)

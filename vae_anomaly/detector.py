@@ -31,7 +31,7 @@ import torch
 from ._version import __version__
 from .artifact import write_model
 from .calibration import (MAX_CALIBRATION_FITS, calibration_folds, conformal_p_values, fold_seed,
-                          threshold_at, validation_size)
+                          threshold_at, unconfirmed_siblings, validation_size)
 from .data import to_arrow
 from .defaults import DEFAULT_BETA, DEFAULT_FPR, DEFAULT_SAMPLES, SCORE_KINDS
 from .errors import InputError
@@ -115,9 +115,10 @@ class Detector:
                          judge_outliers=False, exposure=exposures[fold])
             for fold, (fold_train, fold_val) in enumerate(folds, start=1)]
         calibration = [fit.heldout for fit in fits]
-        self.calibration_scores_ = {
-            kind: np.sort(np.concatenate([parts.score(kind) for parts in calibration]))
-            for kind in SCORE_KINDS}
+        scores = {kind: np.concatenate([parts.score(kind) for parts in calibration])
+                  for kind in SCORE_KINDS}
+        kept = ~self._siblings(scores[self.score_kind], fits)
+        self.calibration_scores_ = {kind: np.sort(values[kept]) for kind, values in scores.items()}
         self.training_outliers_ = main.outliers
         result = main.result
         self.summary_ = FitSummary(
@@ -126,10 +127,18 @@ class Detector:
             stopped_early=result.stopped_early, seconds=time.perf_counter() - started,
             # The main fit's epochs; the fit labels only matter to live callbacks.
             device=str(device), history=[unlabelled(s.to_dict()) for s in result.history],
-            calibration_rows=sum(len(parts) for parts in calibration),
-            calibration_fits=len(calibration) - 1,
+            calibration_rows=int(kept.sum()), calibration_fits=len(calibration) - 1,
+            calibration_left_out=int(len(kept) - kept.sum()),
             training_outliers=len(main.outliers.rows), **self._known_counts(known, fits))
         return self
+
+    def _siblings(self, scores: np.ndarray, fits: list[SplitFit]) -> np.ndarray:
+        """The held-out rows the threshold leaves out as likely unconfirmed anomalies
+        (calibration.unconfirmed_siblings); none without confirmed rows."""
+        if fits[0].heldout_near_known is None:
+            return np.zeros(len(scores), dtype=bool)
+        near = np.concatenate([fit.heldout_near_known for fit in fits])
+        return unconfirmed_siblings(scores, near, self.fpr)
 
     def _known(self, frame: pa.Table, known_anomalies, source: str) -> KnownRows | None:
         if isinstance(known_anomalies, pd.DataFrame):
@@ -349,10 +358,10 @@ def _exposures(known: KnownRows | None, calibration_fits: int, seed: int) -> lis
     if known is None:
         return [None] * (calibration_fits + 1)
     table = known.table
-    main = Exposure(table, table, known.source)
+    main = Exposure(table, table, known.source, table)
     order = np.random.default_rng([seed, 2]).permutation(table.num_rows)
     blocks = np.array_split(order, calibration_fits) if calibration_fits else []
     return [main] + [
         Exposure(table.take(pa.array(np.sort(np.setdiff1d(order, block)), pa.int64())),
-                 table.take(pa.array(np.sort(block), pa.int64())), known.source)
+                 table.take(pa.array(np.sort(block), pa.int64())), known.source, table)
         for block in blocks]

@@ -27,6 +27,10 @@ class FitSummary:
     # ``seconds`` covers all fits; ``history`` and the epochs are the main fit's.
     calibration_rows: int = 0
     calibration_fits: int = 0
+    # Held-out rows left out of the threshold as likely unconfirmed anomalies: above
+    # it and near a confirmed row (calibration.unconfirmed_siblings); not counted in
+    # calibration_rows (0 = none, no confirmed rows, or a model file from before it).
+    calibration_left_out: int = 0
     # Rows of the training file judged anomalous by robust training (0 = model files
     # from before it, or --contamination 0).
     training_outliers: int = 0

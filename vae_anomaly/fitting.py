@@ -18,6 +18,7 @@ import pyarrow as pa
 import torch
 
 from .fit_summary import FitSummary, TrainingOutliers
+from .known import near_confirmed
 from .model import TabularVAE, VAEConfig
 from .preprocessing import EncodedBatch, Preprocessor
 from .rejection import MAX_CONTAMINATION
@@ -30,11 +31,13 @@ from .training import (EpochStats, Tensors, TrainingCallback, TrainingConfig, Tr
 class Exposure:
     """Confirmed anomalies for one fit: those it trains against, and those it scores
     afterwards (the main fit: all of them; a calibration fit: the block it held out,
-    for an honest count of how many a model flags without having seen them)."""
+    for an honest count of how many a model flags without having seen them); and all
+    of them, whose neighbours among the held-out rows the threshold treats apart."""
 
     trained: pa.Table | None
     judged: pa.Table | None
     source: str
+    confirmed: pa.Table | None = None
 
 
 @dataclass
@@ -47,6 +50,9 @@ class SplitFit:
     heldout: ScoreParts  # every held-out row: they set the threshold
     outliers: TrainingOutliers | None  # None for a calibration fit
     known: ScoreParts | None = None  # the scores of the exposure's judged rows
+    # True for the held-out rows with a confirmed row among their nearest neighbours
+    # (known.near_confirmed); None without confirmed rows.
+    heldout_near_known: np.ndarray | None = None
 
 
 def fit_split(frame: pa.Table, train_index: np.ndarray, val_index: np.ndarray, *, seed: int,
@@ -92,7 +98,7 @@ def fit_split(frame: pa.Table, train_index: np.ndarray, val_index: np.ndarray, *
                           device=device)
 
     def scores(rows: np.ndarray) -> ScoreParts:
-        return score(_subset(encoded, rows))
+        return score(encoded.rows(rows))
 
     # Every held-out row sets the threshold, those judged anomalous included: taking
     # them out put the false-positive rate on clean files with a far tail of rare rows
@@ -111,7 +117,11 @@ def fit_split(frame: pa.Table, train_index: np.ndarray, val_index: np.ndarray, *
         outliers = TrainingOutliers(rows[order], row_scores[order])
     judged = _encoded(preprocessor, exposure, exposure and exposure.judged)
     known = None if judged is None else score(judged)
-    return SplitFit(preprocessor, model.cpu(), result, heldout, outliers, known)
+    confirmed = _encoded(preprocessor, exposure, exposure and exposure.confirmed)
+    near = None if confirmed is None else near_confirmed(
+        encoded.rows(val_index), encoded.rows(train_index), confirmed,
+        layout.category_sizes, seed)
+    return SplitFit(preprocessor, model.cpu(), result, heldout, outliers, known, near)
 
 
 def _encoded(preprocessor: Preprocessor, exposure: Exposure | None,
@@ -137,13 +147,8 @@ def _heldout_outliers(model: TabularVAE, val_data: Tensors, result: TrainingResu
     return outlier
 
 
-def _subset(encoded: EncodedBatch, index) -> EncodedBatch:
-    return EncodedBatch(encoded.numeric[index], encoded.indicators[index],
-                        encoded.categories[index], encoded.nll_offset[index])
-
-
 def _tensors(encoded: EncodedBatch, index: np.ndarray, device) -> Tensors:
-    part = _subset(encoded, index)
+    part = encoded.rows(index)
     return Tensors(torch.from_numpy(part.numeric).to(device),
                    torch.from_numpy(part.indicators).to(device),
                    torch.from_numpy(part.categories).to(device))

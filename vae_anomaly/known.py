@@ -6,7 +6,10 @@ training rows with the same encoded values as a confirmed row leave the normal
 rows, held-out ones included. A confirmed row whose values are shared by more
 than MAX_CONTAMINATION of the training rows is left out with a note: in these
 columns it is a kind of normal, and no model can flag it without them.
-docs/method.md, "Confirmed anomalies", says what they change.
+``near_confirmed`` finds the held-out rows with a confirmed row among their
+nearest neighbours: the threshold leaves such rows out while they crowd its tail
+(calibration.unconfirmed_siblings). docs/method.md, "Confirmed anomalies", says
+what they change.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import pyarrow.compute as pc
 
 from .data import is_text, missing_mask
 from .errors import InputError
-from .preprocessing import Preprocessor
+from .preprocessing import EncodedBatch, Preprocessor
 from .rejection import MAX_CONTAMINATION
 from .scoring import row_keys
 
@@ -166,3 +169,66 @@ def _checked(rows: KnownRows, frame: pa.Table, source: str) -> KnownRows:
                          f"{frame.num_rows} rows of {source}; pass only the rows confirmed as "
                          "anomalous, and train on a file of mostly normal records")
     return rows
+
+
+# A held-out row is near the confirmed anomalies when one of them is among its
+# NEIGHBOURS nearest rows of the fit's training rows and the confirmed rows together,
+# in the network's input space (scaled numbers, missing indicators, one-hot levels).
+# Offline on the benchmark's dirty files (docs/benchmarks.md), 20 neighbours found too
+# few of the unconfirmed planted rows (cardio), 50 too many normal ones (campaign).
+NEIGHBOURS = 30
+# The training rows a fit compares against, at most (a seeded draw beyond it): the
+# search is exact, and its cost grows with their count.
+MAX_REFERENCE_ROWS = 50_000
+# Wider inputs (many levels of categories) are searched as sparse rows, by brute force.
+MAX_DENSE_WIDTH = 256
+
+
+def near_confirmed(heldout: EncodedBatch, training: EncodedBatch, confirmed: EncodedBatch,
+                   category_sizes: list[int], seed: int) -> np.ndarray:
+    """True for each held-out row with a confirmed row among its NEIGHBOURS nearest
+    rows of ``training`` and ``confirmed`` together (encoded by the same preprocessor).
+    Siblings of the confirmed rows that nobody confirmed score high once training has
+    pushed their neighbourhood up; this is how the threshold tells them apart."""
+    from sklearn.neighbors import NearestNeighbors  # only fits with confirmed rows need it
+
+    if len(training) > MAX_REFERENCE_ROWS:
+        draw = np.random.default_rng([seed, 3]).choice(len(training), MAX_REFERENCE_ROWS,
+                                                       replace=False)
+        training = training.rows(np.sort(draw))
+    reference = _stacked([_points(training, category_sizes), _points(confirmed, category_sizes)])
+    is_confirmed = np.r_[np.zeros(len(training), bool), np.ones(len(confirmed), bool)]
+    count = min(NEIGHBOURS, len(is_confirmed))
+    search = NearestNeighbors(n_neighbors=count).fit(reference)
+    _, nearest = search.kneighbors(_points(heldout, category_sizes))
+    return is_confirmed[nearest].any(axis=1)
+
+
+def _points(encoded: EncodedBatch, category_sizes: list[int]):
+    """The rows as the network's encoder sees them: a dense array, or a sparse matrix
+    when one-hot levels make them wider than MAX_DENSE_WIDTH."""
+    dense = np.hstack([encoded.numeric, encoded.indicators]).astype(np.float32)
+    width = sum(category_sizes)
+    if not width:
+        return dense
+    offsets = np.cumsum([0] + category_sizes[:-1])
+    columns = (encoded.categories + offsets).ravel()
+    rows = np.repeat(np.arange(len(encoded)), len(category_sizes))
+    if dense.shape[1] + width <= MAX_DENSE_WIDTH:
+        one_hot = np.zeros((len(encoded), width), dtype=np.float32)
+        one_hot[rows, columns] = 1.0
+        return np.hstack([dense, one_hot])
+    from scipy import sparse
+
+    one_hot = sparse.csr_matrix((np.ones(len(columns), np.float32), (rows, columns)),
+                                shape=(len(encoded), width))
+    return sparse.hstack([sparse.csr_matrix(dense), one_hot], format="csr")
+
+
+def _stacked(parts: list):
+    if isinstance(parts[0], np.ndarray):
+        return np.vstack(parts)
+    from scipy import sparse
+
+    return sparse.vstack(parts, format="csr")
+

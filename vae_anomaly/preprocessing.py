@@ -60,6 +60,11 @@ class EncodedBatch:
     def __len__(self) -> int:
         return len(self.numeric)
 
+    def rows(self, index) -> EncodedBatch:
+        """The rows at ``index`` (an index array or a slice), without the counts."""
+        return EncodedBatch(self.numeric[index], self.indicators[index],
+                            self.categories[index], self.nll_offset[index])
+
 
 @dataclass
 class TermColumns:
