@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 
 from conftest import FAST_FIT, make_records
 from vae_anomaly import VAEAnomalyDetector, load
+from vae_anomaly import calibration as calibration_module
 from vae_anomaly import known as known_module
 from vae_anomaly.artifact import read_model, write_model
 from vae_anomaly.calibration import threshold_at, unconfirmed_siblings
@@ -328,3 +329,60 @@ def test_wide_levels_are_searched_as_sparse_rows_with_the_same_answer(monkeypatc
     dense = near_confirmed(heldout, training, confirmed, sizes, seed=0)
     np.testing.assert_array_equal(sparse, dense)
     assert dense[60:].all() and not dense[:60].any()
+
+
+@pytest.fixture(scope="module")
+def sibling_files(tmp_path_factory) -> Path:
+    """siblings.csv: 1,000 normal rows and 60 broken ones, 8 of them confirmed
+    (siblings_known.csv); the 52 others are the confirmed rows' unconfirmed siblings,
+    and about 30 of them fall among the 597 held-out rows."""
+    folder = tmp_path_factory.mktemp("siblings")
+    odd = broken(60, seed=2, first_id=5000)
+    pd.concat([make_records(1000, seed=1), odd], ignore_index=True).to_csv(
+        folder / "siblings.csv", index=False)
+    odd.head(8).to_csv(folder / "siblings_known.csv", index=False)
+    return folder
+
+
+def test_unconfirmed_siblings_in_the_held_out_rows_leave_the_threshold(sibling_files,
+                                                                       monkeypatch):
+    train = pd.read_csv(sibling_files / "siblings.csv")
+    known = np.arange(len(train)) >= 1000
+    known[1008:] = False
+    fresh, fresh_odd = make_records(5000, seed=9, first_id=20000), broken(500, 8, 30000)
+
+    def fit() -> tuple[VAEAnomalyDetector, float, float]:
+        detector = VAEAnomalyDetector(seed=0, exclude="id").fit(train, known_anomalies=known)
+        return (detector, np.mean(detector.predict(fresh) == -1),
+                np.mean(detector.predict(fresh_odd) == -1))
+
+    told, fpr, recall = fit()
+    monkeypatch.setattr(calibration_module, "SIBLING_ENRICHMENT", np.inf)  # the rule off
+    kept, kept_fpr, kept_recall = fit()
+    assert kept.summary_.calibration_left_out == 0
+    assert told.summary_.calibration_left_out > 0
+    assert told.summary_.calibration_rows + told.summary_.calibration_left_out == \
+        kept.summary_.calibration_rows
+    # The same network; the threshold on the normal held-out rows catches the group,
+    # with no more false alarms than the target allows.
+    np.testing.assert_array_equal(told.score_samples(fresh), kept.score_samples(fresh))
+    assert told.threshold_ < kept.threshold_
+    assert recall >= kept_recall + 0.3, (recall, kept_recall)
+    assert kept_fpr <= fpr <= 0.02
+
+
+def test_the_rows_left_out_of_the_threshold_are_reported(sibling_files):
+    model = sibling_files / "siblings.vae"
+    result = invoke("fit", sibling_files / "siblings.csv", "--model", model, "--exclude", "id",
+                    "--known-anomalies", sibling_files / "siblings_known.csv")
+    assert result.exit_code == 0, result.output
+    left_out = json.loads(invoke("info", model, "--json").stdout)["training"][
+        "calibration_left_out"]
+    assert left_out > 0
+    text = f"{left_out} more left out as near confirmed anomalies"
+    assert f"(2 calibration fits; {text}); saved" in result.stderr
+    # The table wraps the threshold's cell: compare its words.
+    assert text in " ".join(invoke("info", model).stdout.replace("│", " ").split())
+    report = invoke("report", model, "-o", sibling_files / "report.html")
+    assert report.exit_code == 0, report.output
+    assert text in (sibling_files / "report.html").read_text()

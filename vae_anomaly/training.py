@@ -78,17 +78,20 @@ _FINAL_LEARNING_RATE_FRACTION = 0.05
 # percentile plus 5 nats left the confirmed rows at the 95th to 98th percentile of the
 # held-out scores, below the threshold; the 99th plus 20 nats raised 8 sets by 0.008 on
 # average, none by less than 0.001 (plus 10 nats: 0.006; a cap at the whole normal
-# gradient: 0.005, or 0.010 with spambase -0.005; docs/benchmarks.md). The exposure pass
-# costs as much as the step's own on these small networks (kernel launches, not rows),
-# so it runs on every other step, at twice the weight and the cap, the push of weight
-# 0.1 and cap 0.5 every step: fits on small files took 1.5 to 1.6 times as long with
-# confirmed rows when it ran every step.
+# gradient: 0.005, or 0.010 with spambase -0.005; docs/benchmarks.md).
+# The exposure pass costs about as much as the step's own on these small networks
+# (kernel launches, not rows): run every step, it made training 1.5 times as long. So
+# it runs every _EXPOSURE_EVERY-th step, and the steps in between add its latest
+# gradient again, capped against their own normal gradient. Pushing only every other
+# step lost 0.007 of the mean ROC-AUC at S = 0.1; pushing twice as hard every other
+# step made single fits swing (musk with one confirmed row: 0.905 against 0.975
+# without; docs/benchmarks.md, "Tried and dropped").
 _EXPOSURE_EVERY = 2
 _EXPOSURE_ROWS = 64
-_EXPOSURE_WEIGHT = 0.2
+_EXPOSURE_WEIGHT = 0.1
 _EXPOSURE_QUANTILE = 0.99
 _EXPOSURE_MARGIN = 20.0
-_EXPOSURE_GRADIENT_SHARE = 1.0
+_EXPOSURE_GRADIENT_SHARE = 0.5
 
 
 @dataclass
@@ -376,6 +379,9 @@ class TrainingStep:
         self.row_weights = self.row_loss = None
         self.weighted = False
         self.known: Tensors | None = None  # confirmed anomalies (outlier exposure)
+        # The exposure term's gradient in its latest step (before its cap), which the
+        # steps between exposures add again (see _EXPOSURE_EVERY).
+        self.last_exposure = None
         if config.rejects_rows:
             self.row_weights = torch.ones(train_rows, device=device)
             self.row_loss = torch.zeros(train_rows, device=device)
@@ -408,6 +414,8 @@ class TrainingStep:
         loss.backward()
         if known is not None:
             self._add_exposure_gradient(self._exposure(per_row + row_kl, *known))
+        elif self.last_exposure is not None:
+            self._add_last_exposure()
         self.clip_gradients()
         self.optimiser.step()
         self.totals += torch.stack([loss.detach(), reconstruction.detach(), kl.detach()]) * len(index)
@@ -433,9 +441,16 @@ class TrainingStep:
         for g in grads:
             g.zero_()
         exposure.backward()
-        scale = _exposure_scale(_norm(normal), _norm(grads))
-        torch._foreach_mul_(grads, scale)
-        torch._foreach_add_(grads, normal)
+        self.last_exposure = [g.clone() for g in grads]
+        for g, n in zip(grads, normal):
+            g.copy_(n)
+        self._add_last_exposure()
+
+    def _add_last_exposure(self) -> None:
+        """Add the latest exposure gradient, capped against this step's normal one."""
+        grads = [p.grad for p in self.model.parameters()]
+        scale = _exposure_scale(_norm(grads), _norm(self.last_exposure))
+        torch._foreach_add_(grads, torch._foreach_mul(self.last_exposure, scale))
 
     def _kept_means(self, reconstruction: torch.Tensor, kl: torch.Tensor,
                     index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -492,13 +507,18 @@ class FlatStep(TrainingStep):
         self.flat.grad.mul_(torch.clamp(self.config.grad_clip_norm / (norm + 1e-6), max=1.0))
 
     def _add_exposure_gradient(self, exposure: torch.Tensor) -> None:
-        # As TrainingStep's, on the one flat gradient: one copy, two norms.
+        # As TrainingStep's, on the one flat gradient.
         normal = self.flat.grad.clone()
         self.flat.grad.zero_()
         exposure.backward()
-        scale = _exposure_scale(torch.linalg.vector_norm(normal),
-                                torch.linalg.vector_norm(self.flat.grad))
-        self.flat.grad.mul_(scale).add_(normal)
+        self.last_exposure = self.flat.grad.clone()
+        self.flat.grad.copy_(normal)
+        self._add_last_exposure()
+
+    def _add_last_exposure(self) -> None:
+        scale = _exposure_scale(torch.linalg.vector_norm(self.flat.grad),
+                                torch.linalg.vector_norm(self.last_exposure))
+        self.flat.grad.add_(self.last_exposure * scale)
 
     def snapshot(self) -> torch.Tensor:
         return self.flat.detach().clone()
@@ -574,8 +594,9 @@ class CudaGraphStep(TrainingStep):
 
     def run(self, data: Tensors, index: torch.Tensor, eps: torch.Tensor,
             known: tuple[torch.Tensor, torch.Tensor] | None = None) -> None:
-        # Exposure steps run uncaptured: the graph holds no confirmed anomalies.
-        if len(index) != len(self.index) or self.capture_failed or known is not None:
+        # With confirmed anomalies every step runs uncaptured: the graph holds neither
+        # them nor the exposure gradient that the steps between exposures add.
+        if len(index) != len(self.index) or self.capture_failed or self.known is not None:
             return super().run(data, index, eps, known)
         if self.graph is None and self.warmup_steps_run < self._WARMUP_STEPS:
             self.warmup_steps_run += 1
