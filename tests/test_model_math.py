@@ -252,8 +252,10 @@ def test_a_diverging_loss_stops_training_with_the_epoch_named(monkeypatch):
     assert len(steps) == 9
 
 
-@pytest.mark.parametrize("clip_norm", [0.05, 100.0])  # clipping every step / never
-def test_the_flat_cpu_step_trains_like_per_parameter_adam_with_clipping(clip_norm):
+@pytest.mark.parametrize(("clip_norm", "exposed"), [
+    (0.05, False), (100.0, False),  # clipping every step / never
+    (100.0, True)])  # with confirmed rows: exposure every other step, its gradient between
+def test_the_flat_cpu_step_trains_like_per_parameter_adam_with_clipping(clip_norm, exposed):
     from vae_anomaly.training import FlatStep, Tensors, TrainingConfig, TrainingStep
 
     config = VAEConfig(n_numeric=3, n_indicators=1, category_sizes=[4, 5], latent_dim=2)
@@ -271,14 +273,19 @@ def test_the_flat_cpu_step_trains_like_per_parameter_adam_with_clipping(clip_nor
     torch.manual_seed(0)
     flat_model = TabularVAE(config)
     flat = FlatStep(flat_model, training, cpu)
+    known = data.rows(torch.arange(3)) if exposed else None
     for step in (reference, flat):
         step.optimiser.param_groups[0]["lr"] = 1e-2
         step.start_epoch(beta=0.5)
-    for _ in range(40):
+        step.known = known
+    for number in range(40):
         index = torch.randperm(64, generator=generator)[:16]
         eps = torch.randn(1, 16, 2, generator=generator)
-        reference.run(data, index, eps)
-        flat.run(data, index, eps)
+        draw = (torch.randint(3, (3,), generator=generator), torch.randn(1, 3, 2, generator=generator)
+                ) if exposed and number % 2 == 0 else None
+        reference.run(data, index, eps, draw)
+        flat.run(data, index, eps, draw)
+    assert (flat.last_exposure is not None) == exposed
     flat.finish()
 
     torch.manual_seed(0)
