@@ -281,8 +281,10 @@ def test_the_flat_cpu_step_trains_like_per_parameter_adam_with_clipping(clip_nor
     for number in range(40):
         index = torch.randperm(64, generator=generator)[:16]
         eps = torch.randn(1, 16, 2, generator=generator)
-        draw = (torch.randint(3, (3,), generator=generator), torch.randn(1, 3, 2, generator=generator)
-                ) if exposed and number % 2 == 0 else None
+        draw = None
+        if exposed and number % 2 == 0:
+            draw = (torch.randint(3, (3,), generator=generator),
+                    torch.randn(1, 3, 2, generator=generator))
         reference.run(data, index, eps, draw)
         flat.run(data, index, eps, draw)
     assert (flat.last_exposure is not None) == exposed
