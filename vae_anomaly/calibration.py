@@ -123,4 +123,9 @@ def calibration_source(training: dict) -> str:
     fits = training.get("calibration_fits", 0)
     left_out = training.get("calibration_left_out", 0)
     return (f"set on {rows} held-out scores" + (f" from {fits + 1} fits" if fits else "")
-            + (f", {left_out} more left out as near confirmed anomalies" if left_out else ""))
+            + (f", {left_out_text(left_out)}" if left_out else ""))
+
+
+def left_out_text(count: int) -> str:
+    """The held-out rows unconfirmed_siblings left out, in words (fit line, info, report)."""
+    return f"{count} more left out as near confirmed anomalies"

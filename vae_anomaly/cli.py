@@ -155,8 +155,10 @@ class _EpochProgress:
 def _calibration_text(fits: int, left_out: int) -> str:
     """The fit line's brackets after its held-out scores: the extra fits, and the
     held-out rows left out of the threshold (calibration.unconfirmed_siblings)."""
+    from .calibration import left_out_text
+
     parts = ([f"{fits} calibration fit{'' if fits == 1 else 's'}"] if fits else []) + (
-        [f"{left_out} more left out as near confirmed anomalies"] if left_out else [])
+        [left_out_text(left_out)] if left_out else [])
     return f" ({'; '.join(parts)})" if parts else ""
 
 

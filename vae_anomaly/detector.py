@@ -357,11 +357,9 @@ def _exposures(known: KnownRows | None, calibration_fits: int, seed: int) -> lis
     them; calibration fit j keeps block j of them out of its training and scores it."""
     if known is None:
         return [None] * (calibration_fits + 1)
-    table = known.table
-    main = Exposure(table, table, known.source, table)
-    order = np.random.default_rng([seed, 2]).permutation(table.num_rows)
+    table, every = known.table, np.arange(len(known))
+    order = np.random.default_rng([seed, 2]).permutation(len(known))
     blocks = np.array_split(order, calibration_fits) if calibration_fits else []
-    return [main] + [
-        Exposure(table.take(pa.array(np.sort(np.setdiff1d(order, block)), pa.int64())),
-                 table.take(pa.array(np.sort(block), pa.int64())), known.source, table)
+    return [Exposure(table, every, every, known.source)] + [
+        Exposure(table, np.sort(np.setdiff1d(order, block)), np.sort(block), known.source)
         for block in blocks]

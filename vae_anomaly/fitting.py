@@ -29,15 +29,16 @@ from .training import (EpochStats, Tensors, TrainingCallback, TrainingConfig, Tr
 
 @dataclass
 class Exposure:
-    """Confirmed anomalies for one fit: those it trains against, and those it scores
-    afterwards (the main fit: all of them; a calibration fit: the block it held out,
-    for an honest count of how many a model flags without having seen them); and all
-    of them, whose neighbours among the held-out rows the threshold treats apart."""
+    """Confirmed anomalies for one fit: all of them (``confirmed``, whose neighbours
+    among the held-out rows the threshold treats apart), and the row numbers of those
+    it trains against and of those it scores afterwards (the main fit: all of them; a
+    calibration fit: the block it held out, for an honest count of how many a model
+    flags without having seen them)."""
 
-    trained: pa.Table | None
-    judged: pa.Table | None
+    confirmed: pa.Table
+    trained: np.ndarray
+    judged: np.ndarray
     source: str
-    confirmed: pa.Table | None = None
 
 
 @dataclass
@@ -86,7 +87,9 @@ def fit_split(frame: pa.Table, train_index: np.ndarray, val_index: np.ndarray, *
     model = model.to(device)
     generator = torch.Generator(device=device).manual_seed(seed)
     val_data = _tensors(encoded, val_index, device)
-    exposed = _encoded(preprocessor, exposure, exposure and exposure.trained)
+    confirmed = (None if exposure is None
+                 else preprocessor.transform(exposure.confirmed, source=exposure.source))
+    exposed = _rows(confirmed, exposure and exposure.trained)
     result = train(model, _tensors(encoded, train_index, device), val_data, training,
                    generator, callbacks,
                    known=None if exposed is None else _tensors(exposed, slice(None), device))
@@ -115,22 +118,20 @@ def fit_split(frame: pa.Table, train_index: np.ndarray, val_index: np.ndarray, *
                                      heldout.score(outlier_kind)[held_out]])
         order = np.argsort(rows, kind="stable")
         outliers = TrainingOutliers(rows[order], row_scores[order])
-    judged = _encoded(preprocessor, exposure, exposure and exposure.judged)
+    judged = _rows(confirmed, exposure and exposure.judged)
     known = None if judged is None else score(judged)
-    confirmed = _encoded(preprocessor, exposure, exposure and exposure.confirmed)
     near = None if confirmed is None else near_confirmed(
         encoded.rows(val_index), encoded.rows(train_index), confirmed,
         layout.category_sizes, seed)
     return SplitFit(preprocessor, model.cpu(), result, heldout, outliers, known, near)
 
 
-def _encoded(preprocessor: Preprocessor, exposure: Exposure | None,
-             table: pa.Table | None) -> EncodedBatch | None:
-    """An exposure's rows (its ``trained`` or ``judged`` table), encoded; None when
-    there are none."""
-    if table is None or table.num_rows == 0:
+def _rows(confirmed: EncodedBatch | None, index: np.ndarray | None) -> EncodedBatch | None:
+    """The encoded confirmed rows at ``index`` (an exposure's ``trained`` or
+    ``judged``); None when there are none."""
+    if confirmed is None or len(index) == 0:
         return None
-    return preprocessor.transform(table, source=exposure.source)
+    return confirmed.rows(index)
 
 
 def _heldout_outliers(model: TabularVAE, val_data: Tensors, result: TrainingResult, beta: float,

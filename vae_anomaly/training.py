@@ -436,14 +436,9 @@ class TrainingStep:
         confirmed rows and however far below the margin, they steer the step without
         taking it over (and the validation loss that stops training early keeps
         improving)."""
-        grads = [p.grad for p in self.model.parameters()]
-        normal = [g.clone() for g in grads]
-        for g in grads:
-            g.zero_()
-        exposure.backward()
-        self.last_exposure = [g.clone() for g in grads]
-        for g, n in zip(grads, normal):
-            g.copy_(n)
+        # Its own gradient, apart from the normal one already in .grad.
+        self.last_exposure = list(torch.autograd.grad(
+            exposure, list(self.model.parameters()), materialize_grads=True))
         self._add_last_exposure()
 
     def _add_last_exposure(self) -> None:
@@ -507,12 +502,9 @@ class FlatStep(TrainingStep):
         self.flat.grad.mul_(torch.clamp(self.config.grad_clip_norm / (norm + 1e-6), max=1.0))
 
     def _add_exposure_gradient(self, exposure: torch.Tensor) -> None:
-        # As TrainingStep's, on the one flat gradient.
-        normal = self.flat.grad.clone()
-        self.flat.grad.zero_()
-        exposure.backward()
-        self.last_exposure = self.flat.grad.clone()
-        self.flat.grad.copy_(normal)
+        # As TrainingStep's, kept as one flat vector like the gradient.
+        grads = torch.autograd.grad(exposure, self.parameter_views, materialize_grads=True)
+        self.last_exposure = torch.cat([g.reshape(-1) for g in grads])
         self._add_last_exposure()
 
     def _add_last_exposure(self) -> None:
