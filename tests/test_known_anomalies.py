@@ -20,7 +20,9 @@ from vae_anomaly import VAEAnomalyDetector, load
 from vae_anomaly import calibration as calibration_module
 from vae_anomaly import known as known_module
 from vae_anomaly.artifact import read_model, write_model
-from vae_anomaly.calibration import threshold_at, unconfirmed_siblings
+from vae_anomaly.calibration import (TAIL_SHARE, calibrated_p_values, calibrated_threshold,
+                                     conformal_p_values, exponential_tail, threshold_at,
+                                     unconfirmed_siblings)
 from vae_anomaly.cli import app
 from vae_anomaly.known import near_confirmed
 from vae_anomaly.preprocessing import EncodedBatch
@@ -200,11 +202,14 @@ def test_without_confirmed_rows_nothing_changes(tiny_dir):
 
 def test_a_model_file_from_before_confirmed_anomalies_loads(tiny_model, tmp_path):
     metadata, tensors = read_model(tiny_model)
-    for key in [k for k in metadata["training"] if k.startswith("known_")]:
+    for key in [k for k in metadata["training"]
+                if k.startswith("known_") or k == "calibration_tail"]:
         del metadata["training"][key]
     del metadata["tensor_sha256"]
     write_model(tmp_path / "old.vae", metadata, tensors)
-    assert load(tmp_path / "old.vae").summary_.known_anomalies == 0
+    old = load(tmp_path / "old.vae")
+    assert old.summary_.known_anomalies == 0 and old.calibration_tail_ == 0.0
+    assert old.threshold_ == load(tiny_model).threshold_
     info = json.loads(invoke("info", tmp_path / "old.vae", "--json").stdout)
     assert info["known_anomalies"] == "none"
 
@@ -386,9 +391,82 @@ def test_the_rows_left_out_of_the_threshold_are_reported(sibling_files):
         "calibration_left_out"]
     assert left_out > 0
     text = f"{left_out} more left out as near confirmed anomalies"
-    assert f"(2 calibration fits; {text}); saved" in result.stderr
+    tail = "an exponential tail above their 95th percentile"  # 586 kept scores, 29 above it
+    assert f"(2 calibration fits; {text}; {tail}); saved" in result.stderr
     # The table wraps the threshold's cell: compare its words.
-    assert text in " ".join(invoke("info", model).stdout.replace("│", " ").split())
+    info = " ".join(invoke("info", model).stdout.replace("│", " ").split())
+    assert f"{text}, {tail})" in info
     report = invoke("report", model, "-o", sibling_files / "report.html")
     assert report.exit_code == 0, report.output
-    assert text in (sibling_files / "report.html").read_text()
+    assert f"{text}, {tail}" in (sibling_files / "report.html").read_text()
+
+
+# ----- the threshold with confirmed rows: an exponential tail -------------------------
+
+def exponential_scores(seed: int, n: int = 600) -> np.ndarray:
+    """Held-out scores with an exponential tail: 5 + 2·Exp(1), so the 1% threshold
+    is 5 + 2 ln 100 and a threshold t flags exp(-(t - 5) / 2) of new rows."""
+    return np.sort(5 + 2 * np.random.default_rng(seed).standard_exponential(n))
+
+
+def flagged_share(threshold: float) -> float:
+    return float(np.exp(-(threshold - 5) / 2))
+
+
+def test_the_tail_threshold_keeps_its_rate_where_a_few_siblings_top_the_scores():
+    clean, dirty, order = [], [], []
+    for seed in range(40):
+        scores = exponential_scores(seed)
+        clean.append(flagged_share(calibrated_threshold(scores, 0.01, TAIL_SHARE)))
+        # Six unconfirmed siblings far above every normal row: the order statistic
+        # becomes one of them and flags nothing.
+        siblings = np.sort(np.r_[scores, 1000 + np.arange(6)])
+        dirty.append(flagged_share(calibrated_threshold(siblings, 0.01, TAIL_SHARE)))
+        order.append(flagged_share(threshold_at(siblings, 0.01)))
+    assert 0.008 <= np.mean(clean) <= 0.014, np.mean(clean)
+    assert 0.003 <= np.mean(dirty) <= np.mean(clean), np.mean(dirty)
+    assert max(order) < 1e-100
+
+
+def test_tail_p_values_flag_exactly_the_rows_above_the_tail_threshold():
+    scores = exponential_scores(0)
+    new = np.linspace(0, 40, 4001)
+    p_values = calibrated_p_values(scores, new, TAIL_SHARE)
+    for fpr in (0.01, 0.002):
+        assert np.array_equal(new > calibrated_threshold(scores, fpr, TAIL_SHARE),
+                              p_values < fpr)
+    assert np.all(np.diff(p_values) <= 0)
+    below = new <= exponential_tail(scores, TAIL_SHARE).start  # conformal there
+    np.testing.assert_array_equal(p_values[below], conformal_p_values(scores, new[below]))
+
+
+def test_without_a_tail_the_threshold_is_the_order_statistic():
+    few = exponential_scores(1, 399)  # 19 scores above the 95th percentile: too few
+    assert exponential_tail(few, TAIL_SHARE) is None
+    assert calibrated_threshold(few, 0.01, TAIL_SHARE) == threshold_at(few, 0.01)
+    scores, new = exponential_scores(2), np.linspace(0, 40, 401)
+    assert calibrated_threshold(scores, 0.01, 0.0) == threshold_at(scores, 0.01)  # no confirmed rows
+    np.testing.assert_array_equal(calibrated_p_values(scores, new, 0.0),
+                                  conformal_p_values(scores, new))
+    # A rate the tail does not reach comes from the order statistic.
+    assert calibrated_threshold(scores, 0.1, TAIL_SHARE) == threshold_at(scores, 0.1)
+
+
+def test_a_fit_with_confirmed_rows_keeps_its_tail_through_the_model_file(sibling_files,
+                                                                          tmp_path):
+    train = pd.read_csv(sibling_files / "siblings.csv")
+    known = pd.read_csv(sibling_files / "siblings_known.csv")
+    told = VAEAnomalyDetector(seed=0, exclude="id").fit(train, known_anomalies=known)
+    calibration = told.calibration_scores_["elbo"]
+    assert told.summary_.calibration_tail == TAIL_SHARE and len(calibration) >= 400
+    assert told.threshold_ == calibrated_threshold(calibration, 0.01, TAIL_SHARE)
+    assert told.threshold_ != threshold_at(calibration, 0.01)
+    told.save(tmp_path / "told.vae")
+    again = load(tmp_path / "told.vae")
+    assert again.threshold_ == told.threshold_
+    scored = again.score(train)
+    pd.testing.assert_frame_equal(scored, told.score(train))
+    assert np.array_equal(scored["is_anomaly"] == 1, scored["p_value"] < 0.01)
+    plain = VAEAnomalyDetector(seed=0, exclude="id").fit(train)
+    assert plain.summary_.calibration_tail == 0.0
+    assert plain.threshold_ == threshold_at(plain.calibration_scores_["elbo"], 0.01)

@@ -28,6 +28,7 @@ from .errors import VAEAnomalyError
 if TYPE_CHECKING:
     from rich.progress import Progress
 
+    from .fit_summary import FitSummary
     from .training import EpochStats
 
 # Each command imports the library modules it runs inside its own body: torch, pandas,
@@ -152,13 +153,16 @@ class _EpochProgress:
                                          f"val loss {stats.val_loss:.3f}")
 
 
-def _calibration_text(fits: int, left_out: int) -> str:
-    """The fit line's brackets after its held-out scores: the extra fits, and the
-    held-out rows left out of the threshold (calibration.unconfirmed_siblings)."""
-    from .calibration import left_out_text
+def _calibration_text(s: "FitSummary") -> str:
+    """The fit line's brackets after its held-out scores: the extra fits, the held-out
+    rows left out of the threshold (calibration.unconfirmed_siblings) and its
+    exponential tail (calibration.exponential_tail)."""
+    from .calibration import left_out_text, tail_text
 
+    fits, left_out = s.calibration_fits, s.calibration_left_out
+    tail = tail_text(s.calibration_rows, s.calibration_tail)
     parts = ([f"{fits} calibration fit{'' if fits == 1 else 's'}"] if fits else []) + (
-        [left_out_text(left_out)] if left_out else [])
+        [left_out_text(left_out)] if left_out else []) + ([tail] if tail else [])
     return f" ({'; '.join(parts)})" if parts else ""
 
 
@@ -299,7 +303,7 @@ def fit(
             f"Trained on {s.train_rows} rows ({s.validation_rows} held out) for {s.epochs_run} "
             f"epochs in {s.seconds:.1f}s on {s.device}; threshold {result.threshold:.4g} "
             f"from {s.calibration_rows} held-out scores"
-            f"{_calibration_text(s.calibration_fits, s.calibration_left_out)}; "
+            f"{_calibration_text(s)}; "
             f"saved {model}", markup=False)
         console.print(_training_outliers_text(s.training_outliers, s.rows, training_outliers),
                       markup=False)

@@ -30,8 +30,9 @@ import torch
 
 from ._version import __version__
 from .artifact import write_model
-from .calibration import (MAX_CALIBRATION_FITS, calibration_folds, conformal_p_values, fold_seed,
-                          threshold_at, unconfirmed_siblings, validation_size)
+from .calibration import (MAX_CALIBRATION_FITS, TAIL_SHARE, calibrated_p_values,
+                          calibrated_threshold, calibration_folds, fold_seed,
+                          unconfirmed_siblings, validation_size)
 from .data import to_arrow
 from .defaults import DEFAULT_BETA, DEFAULT_FPR, DEFAULT_SAMPLES, SCORE_KINDS
 from .errors import InputError
@@ -119,6 +120,7 @@ class Detector:
                   for kind in SCORE_KINDS}
         kept = ~self._siblings(scores[self.score_kind], fits)
         self.calibration_scores_ = {kind: np.sort(values[kept]) for kind, values in scores.items()}
+        self.calibration_tail_ = TAIL_SHARE if known is not None else 0.0
         self.training_outliers_ = main.outliers
         result = main.result
         self.summary_ = FitSummary(
@@ -129,6 +131,7 @@ class Detector:
             device=str(device), history=[unlabelled(s.to_dict()) for s in result.history],
             calibration_rows=int(kept.sum()), calibration_fits=len(calibration) - 1,
             calibration_left_out=int(len(kept) - kept.sum()),
+            calibration_tail=self.calibration_tail_,
             training_outliers=len(main.outliers.rows), **self._known_counts(known, fits))
         return self
 
@@ -250,7 +253,8 @@ class Detector:
         columns = {
             "anomaly_score": score,
             "is_anomaly": (score > cut).astype(np.int64),
-            "p_value": conformal_p_values(self.calibration_scores_[kind], score),
+            "p_value": calibrated_p_values(self.calibration_scores_[kind], score,
+                                           self.calibration_tail_),
             "reconstruction_nll": parts.reconstruction,
             "kl_divergence": parts.kl,
             "score_std_error": parts.score_std_error(kind),
@@ -273,8 +277,10 @@ class Detector:
         return top_columns(contributions, self.preprocessor_.feature_names, top)
 
     def threshold_for(self, kind: str) -> float:
-        """The threshold for score ``kind``: the (1 - fpr) quantile of its calibration scores."""
-        return threshold_at(self.calibration_scores_[kind], self.fpr)
+        """The threshold for score ``kind``: the (1 - fpr) quantile of its calibration
+        scores (with confirmed rows, of their exponential tail: calibration.py)."""
+        return calibrated_threshold(self.calibration_scores_[kind], self.fpr,
+                                    self.calibration_tail_)
 
     @property
     def threshold_(self) -> float:

@@ -31,6 +31,10 @@ class FitSummary:
     # it and near a confirmed row (calibration.unconfirmed_siblings); not counted in
     # calibration_rows (0 = none, no confirmed rows, or a model file from before it).
     calibration_left_out: int = 0
+    # With confirmed rows, the share of the kept held-out scores whose exponential
+    # tail sets the threshold and the p-values above it (calibration.exponential_tail;
+    # 0 = the plain order statistic: no confirmed rows, or a model file from before it).
+    calibration_tail: float = 0.0
     # Rows of the training file judged anomalous by robust training (0 = model files
     # from before it, or --contamination 0).
     training_outliers: int = 0

@@ -129,6 +129,7 @@ def _rebuild(metadata: dict, tensors: dict[str, np.ndarray],
     detector.model_.load_state_dict(weights, strict=True)
     detector.model_.eval()
     detector.calibration_scores_ = parts.calibration_scores
+    detector.calibration_tail_ = parts.summary.calibration_tail
     detector.summary_ = parts.summary
     detector.training_outliers_ = parts.training_outliers
     detector.metadata_ = metadata
