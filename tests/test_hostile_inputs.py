@@ -362,6 +362,11 @@ CASES = [
              spread="wide"))], 2,
          "Error: edited.vae has inconsistent contents (column `amount` has a scaling figure "
          "that is not a number); fit the model again"),
+    case("model-calibration-tail-out-of-range",
+         lambda w: score(w, w / "new.csv", model=edited_model(
+             w, lambda m: m["training"].update(calibration_tail=2))), 2,
+         "Error: edited.vae has inconsistent contents (its calibration tail share 2 is not "
+         "between 0 and 0.5); fit the model again"),
     case("model-categorical-level-added",
          lambda w: score(w, w / "new.csv", model=edited_model(
              w, lambda m: column_state(m, "colour")["levels"].append("ultraviolet"))), 2,

@@ -4,9 +4,9 @@ The validation rows held out of the main fit (``validation_size``), the extra
 calibration fits that hold out more rows on small files (``calibration_folds``),
 the split-conformal threshold (``threshold_at``) and p-values
 (``conformal_p_values``); with confirmed anomalies, the held-out rows left out as
-their likely siblings (``unconfirmed_siblings``) and the exponential tail that sets
-the threshold (``calibrated_threshold``, ``calibrated_p_values``). docs/method.md gives the
-reasoning and the counts.
+their likely siblings (``unconfirmed_siblings``) and the exponential tail that then
+sets the threshold and the p-values above it (``calibrated_threshold``,
+``calibrated_p_values``). docs/method.md gives the reasoning and the counts.
 """
 
 from __future__ import annotations
@@ -118,8 +118,8 @@ def conformal_p_values(calibration_scores: np.ndarray, scores: np.ndarray) -> np
     return (1.0 + at_least) / (n + 1.0)
 
 
-# With confirmed anomalies the held-out rows are known to be contaminated, and the
-# rows left out above are only the siblings that lie near a confirmed row. The others
+# With confirmed anomalies the held-out rows are known to be contaminated, and
+# unconfirmed_siblings leaves out only the siblings that lie near a confirmed row. The others
 # sit at the top of these heavy-tailed scores, where a 1% order statistic of about
 # 600 rows is set by its 6 largest. So the threshold of such a model comes from an
 # exponential tail (peaks over a threshold) fitted to the kept scores above their

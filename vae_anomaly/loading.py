@@ -152,3 +152,6 @@ def _check_consistent(parts: ModelParts, config: dict) -> None:
     summary = parts.summary
     if not (is_int(summary.best_epoch) and 0 <= summary.best_epoch <= len(summary.history)):
         raise ValueError("its training history does not hold its best epoch")
+    tail = summary.calibration_tail
+    if isinstance(tail, bool) or not isinstance(tail, (int, float)) or not 0 <= tail < 0.5:
+        raise ValueError(f"its calibration tail share {tail!r} is not between 0 and 0.5")
