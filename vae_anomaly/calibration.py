@@ -148,16 +148,22 @@ class ExponentialTail:
         return self.start + self.scale * math.log(self.share / fpr)
 
     def p_values(self, scores: np.ndarray) -> np.ndarray:
-        return self.share * np.exp(-(np.asarray(scores, dtype=np.float64) - self.start)
-                                   / self.scale)
+        return self.share * np.exp(-(scores - self.start) / self.scale)
+
+
+def _tail_rows(rows: int, share: float) -> int:
+    """How many of ``rows`` scores a tail of ``share`` is fitted to: 0 where they are
+    fewer than MIN_TAIL_ROWS (or share is 0), and the order statistic stays."""
+    above = math.floor(share * rows)
+    return above if above >= MIN_TAIL_ROWS else 0
 
 
 def exponential_tail(calibration_scores: np.ndarray, share: float) -> ExponentialTail | None:
     """The exponential tail of the sorted ``calibration_scores`` above their (1 - share)
     quantile; None for share 0, too few scores above it, or no spread among them."""
     n = len(calibration_scores)
-    above = math.floor(share * n)
-    if above < MIN_TAIL_ROWS:
+    above = _tail_rows(n, share)
+    if not above:
         return None
     start = float(calibration_scores[n - above - 1])
     scale = float(np.median(calibration_scores[n - above:] - start)) / math.log(2)
@@ -206,6 +212,6 @@ def left_out_text(count: int) -> str:
 def tail_text(rows: int, share: float) -> str | None:
     """The exponential tail's part in a threshold set on ``rows`` scores, in words (fit
     line, info, report); None where it has none (see exponential_tail)."""
-    if not share or math.floor(share * rows) < MIN_TAIL_ROWS:
+    if not _tail_rows(rows, share):
         return None
     return f"an exponential tail above their {round(100 * (1 - share))}th percentile"

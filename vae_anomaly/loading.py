@@ -21,7 +21,7 @@ from .artifact import model_from_bytes, read_model
 from .defaults import DEFAULT_FPR, DEFAULT_SAMPLES, SCORE_KINDS
 from .errors import InputError, ModelFileError
 from .fit_summary import FitSummary, TrainingOutliers
-from .params import check_params, is_int
+from .params import check_params, is_int, is_real
 from .preprocessing import Preprocessor
 
 if TYPE_CHECKING:
@@ -153,5 +153,5 @@ def _check_consistent(parts: ModelParts, config: dict) -> None:
     if not (is_int(summary.best_epoch) and 0 <= summary.best_epoch <= len(summary.history)):
         raise ValueError("its training history does not hold its best epoch")
     tail = summary.calibration_tail
-    if isinstance(tail, bool) or not isinstance(tail, (int, float)) or not 0 <= tail < 0.5:
+    if not (is_real(tail) and 0 <= tail < 0.5):
         raise ValueError(f"its calibration tail share {tail!r} is not between 0 and 0.5")
