@@ -197,21 +197,18 @@ def calibration_source(training: dict) -> str:
     (model files from before the calibration fits lack the counts)."""
     rows = training.get("calibration_rows") or training["validation_rows"]
     fits = training.get("calibration_fits", 0)
-    left_out = training.get("calibration_left_out", 0)
-    tail = tail_text(rows, training.get("calibration_tail", 0.0))
     return (f"set on {rows} held-out scores" + (f" from {fits + 1} fits" if fits else "")
-            + (f", {left_out_text(left_out)}" if left_out else "")
-            + (f", {tail}" if tail else ""))
+            + "".join(f", {note}" for note in calibration_notes(training)))
 
 
-def left_out_text(count: int) -> str:
-    """The held-out rows unconfirmed_siblings left out, in words (fit line, info, report)."""
-    return f"{count} more left out as near confirmed anomalies"
-
-
-def tail_text(rows: int, share: float) -> str | None:
-    """The exponential tail's part in a threshold set on ``rows`` scores, in words (fit
-    line, info, report); None where it has none (see exponential_tail)."""
-    if not _tail_rows(rows, share):
-        return None
-    return f"an exponential tail above their {round(100 * (1 - share))}th percentile"
+def calibration_notes(training: dict) -> list[str]:
+    """What set a model's threshold beside its held-out scores, in words, from its
+    ``training`` summary (fit line, info, report): the held-out rows unconfirmed_siblings
+    left out, and the exponential tail; empty for neither, as in model files from
+    before them."""
+    rows = training.get("calibration_rows") or training["validation_rows"]
+    left_out = training.get("calibration_left_out", 0)
+    share = training.get("calibration_tail", 0.0)
+    return ([f"{left_out} more left out as near confirmed anomalies"] if left_out else []) + (
+        [f"an exponential tail above their {round(100 * (1 - share))}th percentile"]
+        if _tail_rows(rows, share) else [])

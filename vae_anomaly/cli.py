@@ -154,15 +154,14 @@ class _EpochProgress:
 
 
 def _calibration_text(s: "FitSummary") -> str:
-    """The fit line's brackets after its held-out scores: the extra fits, the held-out
-    rows left out of the threshold (calibration.unconfirmed_siblings) and its
-    exponential tail (calibration.exponential_tail)."""
-    from .calibration import left_out_text, tail_text
+    """The fit line's brackets after its held-out scores: the extra fits, then the
+    held-out rows left out of the threshold and its exponential tail
+    (calibration.calibration_notes)."""
+    from .calibration import calibration_notes
 
-    fits, left_out = s.calibration_fits, s.calibration_left_out
-    tail = tail_text(s.calibration_rows, s.calibration_tail)
+    fits = s.calibration_fits
     parts = ([f"{fits} calibration fit{'' if fits == 1 else 's'}"] if fits else []) + (
-        [left_out_text(left_out)] if left_out else []) + ([tail] if tail else [])
+        calibration_notes(vars(s)))
     return f" ({'; '.join(parts)})" if parts else ""
 
 
