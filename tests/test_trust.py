@@ -113,7 +113,7 @@ def test_a_small_file_sets_its_threshold_on_600_held_out_scores_from_3_fits():
     # The pooled scores are the validation rows' under the model, then each block's
     # under a fit that never saw it (nor its preprocessing), with the model's draws.
     train_index, val_index = detector._split(len(frame))
-    table = to_arrow(frame)
+    table = detector._in_canonical_order(to_arrow(frame), "x")[0]  # the rows as fit sees them
     pooled = [detector._fit_on(table, train_index, val_index, 0, "cpu", (), "x").heldout]
     for fold, (rest, held) in enumerate(calibration_folds(train_index, val_index, 0), start=1):
         pooled.append(detector._fit_on(table, rest, held, _fold_seed(0, fold), "cpu", (), "x").heldout)

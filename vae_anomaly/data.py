@@ -1,11 +1,10 @@
-"""Reading tables, converting columns, and writing files atomically.
+"""Reading tables and writing files atomically.
 
 Tables are Apache Arrow tables. CSV cells are read as their raw text, so columns
 the model does not use (ids, labels, timestamps) are written back with the same
-values; Parquet columns keep their types. Typed conversion happens per column,
-against the schema, in Arrow's compute kernels (no Python loop over rows), with
-errors that name the column and the row. ``read_batches`` streams a file in
-chunks, so memory does not grow with the file.
+values; Parquet columns keep their types. What each cell means (a number, a
+boolean, a category) is logical_types.py's step. ``read_batches`` streams a file
+in chunks, so memory does not grow with the file.
 """
 
 from __future__ import annotations
@@ -13,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import csv
 import fcntl
-import functools
 import io
 import os
 import re
@@ -36,12 +34,6 @@ from .errors import InputError, OutputError
 if TYPE_CHECKING:
     import pandas as pd
 
-# Cell texts read as missing; the same set pandas treats as NA by default. Kept as a
-# tuple: an Arrow array built at import would import pandas (pyarrow's pa.array
-# does), which `info` must not wait for.
-MISSING_TOKENS = ("", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan",
-                  "1.#IND", "1.#QNAN", "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a",
-                  "nan", "null")
 PARQUET_SUFFIXES = (".parquet", ".pq")
 # A CSV name's last extension picks its codec; pyarrow's streams do the work.
 CSV_CODECS = {".gz": "gzip", ".bz2": "bz2", ".zst": "zstd"}
@@ -417,12 +409,7 @@ def _refuse_repeated_names(names: list[str], what: str, how: str) -> None:
                          "give every column a unique name")
 
 
-# ----- typed conversion ---------------------------------------------------------------
-@functools.cache
-def _missing_tokens() -> pa.Array:
-    return pa.array(MISSING_TOKENS, pa.string())
-
-
+# ----- Arrow helpers (logical_types.py maps cells onto the model's types) ------------
 def plain_array(values) -> pa.Array:
     """One Arrow array from a column (a ChunkedArray of any number of chunks) or an array."""
     if isinstance(values, pa.ChunkedArray):
@@ -432,100 +419,6 @@ def plain_array(values) -> pa.Array:
 
 def is_text(arrow_type: pa.DataType) -> bool:
     return pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type)
-
-
-def missing_mask(values) -> np.ndarray:
-    """True where a cell is missing: null, NaN, or a missing-value token such as ''."""
-    values = plain_array(values)
-    missing = pc.is_null(values, nan_is_null=pa.types.is_floating(values.type))
-    if is_text(values.type):
-        token = pc.is_in(pc.utf8_trim_whitespace(values), value_set=_missing_tokens())
-        missing = pc.or_(missing, pc.fill_null(token, True))
-    return missing.to_numpy(zero_copy_only=False)
-
-
-def parse_numeric(values, column: str, source: str, first_row: int = 0) -> np.ndarray:
-    """Convert a column to float64 with NaN for missing cells.
-
-    Raises InputError naming the first row whose text is not a number, or whose
-    value is infinite.
-    """
-    values = plain_array(values)
-    if pa.types.is_boolean(values.type):
-        raise InputError(f"column `{column}` in {source} holds true/false values, not numbers; "
-                         f"retrain with --categorical {column}")
-    missing = missing_mask(values)
-    if pa.types.is_null(values.type):  # Parquet's type for a column with no values at all
-        numbers = np.full(len(values), np.nan)
-    elif pa.types.is_integer(values.type) or pa.types.is_floating(values.type) \
-            or pa.types.is_decimal(values.type):
-        numbers = pc.cast(values, pa.float64()).to_numpy(zero_copy_only=False)
-        numbers = np.where(missing, np.nan, numbers)
-    elif is_text(values.type):
-        numbers = _parse_text_numbers(values, missing, column, source, first_row)
-    else:
-        raise InputError(f"column `{column}` in {source} has type {values.type}, not numbers; "
-                         f"retrain with --categorical {column} or exclude it")
-    infinite = np.isinf(numbers)
-    if infinite.any():
-        row = int(np.flatnonzero(infinite)[0])
-        raise InputError(f"column `{column}` in {source} has an infinite value at row {first_row + row + 1}; "
-                         "replace it with a finite number or leave the cell empty")
-    return numbers
-
-
-def _parse_text_numbers(values: pa.Array, missing: np.ndarray, column: str,
-                        source: str, first_row: int = 0) -> np.ndarray:
-    text = pc.if_else(pa.array(missing), pa.scalar(None, values.type),
-                      pc.utf8_trim_whitespace(values))
-    try:
-        return pc.cast(text, pa.float64()).to_numpy(zero_copy_only=False)
-    except pa.ArrowInvalid:
-        import pandas as pd  # its number parser, only for text Arrow could not cast
-
-        parsed = pd.to_numeric(pd.Series(text.to_pylist(), dtype=object), errors="coerce")
-        bad = np.flatnonzero(parsed.isna().to_numpy() & ~missing)
-        row = int(bad[0]) if len(bad) else 0
-        raise InputError(f"column `{column}` in {source} has non-numeric value "
-                         f"{values[row].as_py()!r} at row {first_row + row + 1}; "
-                         "fix the value or mark it missing") from None
-
-
-def looks_numeric(values) -> bool:
-    """Whether every non-missing cell parses as a number (pandas' own inference rule)."""
-    values = plain_array(values)
-    if pa.types.is_boolean(values.type):
-        return False
-    if pa.types.is_integer(values.type) or pa.types.is_floating(values.type) \
-            or pa.types.is_decimal(values.type):
-        return True
-    if not is_text(values.type):
-        return False
-    missing = missing_mask(values)
-    if missing.all():
-        return False
-    try:
-        _parse_text_numbers(values, missing, "", "")
-    except InputError:
-        return False
-    return True
-
-
-def category_text(values) -> pa.Array:
-    """Cells as the text a CSV would hold (True -> 'True', 3 -> '3'); null where missing."""
-    values = plain_array(values)
-    missing = missing_mask(values)
-    if pa.types.is_boolean(values.type):
-        text = pc.if_else(values, "True", "False")
-    elif pa.types.is_floating(values.type):
-        whole = pc.equal(values, pc.round(values))
-        as_int = pc.cast(pc.cast(values, pa.int64(), safe=False), pa.string())
-        text = pc.if_else(pc.fill_null(whole, False), as_int, pc.cast(values, pa.string()))
-    elif is_text(values.type):
-        text = pc.cast(values, pa.string())
-    else:
-        text = pc.cast(values, pa.string())
-    return pc.if_else(pa.array(missing), pa.scalar(None, pa.string()), text)
 
 
 def _as_text(value: object) -> object:

@@ -14,8 +14,9 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
-from .data import is_text, looks_numeric, missing_mask, parse_numeric, plain_array
+from .data import is_text, plain_array
 from .errors import InputError
+from .logical_types import looks_numeric, missing_mask, parse_numbers
 
 _TRUE_TEXT = {"1", "true", "yes", "anomaly"}
 _FALSE_TEXT = {"0", "false", "no", "normal"}
@@ -39,14 +40,14 @@ def parse_labels(values, column: str, source: str, first_row: int = 0) -> np.nda
         text = pc.utf8_lower(pc.utf8_trim_whitespace(values)).to_numpy(zero_copy_only=False)
         known = np.isin(text, list(_TRUE_TEXT | _FALSE_TEXT))
         if not known.all() and looks_numeric(values):  # e.g. "1.0" from a float column
-            return _zero_one(parse_numeric(values, column, source, first_row), column, source,
+            return _zero_one(parse_numbers(values, column, source, first_row), column, source,
                              first_row)
         if not known.all():
             row = int(np.flatnonzero(~known)[0])
             raise InputError(f"label column `{column}` in {source} has value {text[row]!r} at "
                              f"row {first_row + row + 1}; use 1/0 or true/false (1 = anomaly)")
         return np.isin(text, list(_TRUE_TEXT)).astype(np.int64)
-    return _zero_one(parse_numeric(values, column, source, first_row), column, source, first_row)
+    return _zero_one(parse_numbers(values, column, source, first_row), column, source, first_row)
 
 
 def _zero_one(numbers: np.ndarray, column: str, source: str, first_row: int) -> np.ndarray:

@@ -20,8 +20,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .data import is_text, missing_mask
+from .data import is_text
 from .errors import InputError
+from .logical_types import missing_mask
 from .preprocessing import EncodedBatch, Preprocessor
 from .rejection import MAX_CONTAMINATION
 from .scoring import row_keys

@@ -23,9 +23,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .data import (category_text, is_text, looks_numeric, missing_mask, parse_numeric,
-                   plain_array, to_arrow)
+from .data import is_text, plain_array, to_arrow
 from .errors import InputError
+from .logical_types import (DATETIME, DECIMAL, LOGICAL_TYPES, NUMBER_TYPES, cell_text, content_keys,
+                            decimal_places, logical_type, missing_mask, to_levels, to_numbers)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -89,10 +90,6 @@ class Layout:
         return self.n_numeric + self.n_indicators + sum(self.category_sizes)
 
 
-# A date, or a date and time, as CSV exports write them: 2024-06-01, 2024-06-01 13:45,
-# 2024-06-01T13:45:07.123Z, 2024-06-01 13:45:07+02:00, 2024/06/01.
-_DATE_PATTERN = (r"^\s*\d{4}[-/]\d{1,2}[-/]\d{1,2}([ T]\d{1,2}:\d{2}(:\d{2}(\.\d+)?)?"
-                 r"\s*(Z|[+-]\d{2}:?\d{2})?)?\s*$")
 # A cell that reads as a number (as pandas and pyarrow parse them), and the largest
 # share of other cells for which a mostly numeric column earns a note at fit.
 _NUMBER_PATTERN = r"^\s*[+-]?(\d+\.?\d*|\.\d+)(e[+-]?\d+)?\s*$|^\s*[+-]?(inf|infinity|nan)\s*$"
@@ -155,17 +152,19 @@ class Preprocessor:
             self._ignore(name, "it is empty in every row")
             return None
         learn = _cells_to_learn_from(missing, rows)
-        if not force_categorical and looks_numeric(values):
-            return _fit_numeric(values, name, missing, learn)
-        if not force_categorical and _holds_dates(values, missing):
+        logical = logical_type(values, missing)
+        if not force_categorical and logical in NUMBER_TYPES:
+            return _fit_numeric(values, name, missing, learn, logical)
+        if not force_categorical and logical == DATETIME:
             # As categories, tomorrow's dates would all be levels training never saw.
             self._ignore(name, "it holds dates or times, and each new file brings dates that "
                                "training never saw (derive numbers such as the hour or weekday "
                                f"to use them, or pass --categorical {name})")
             return None
         stray = None if force_categorical else _stray_text(values, missing)
-        levels = _level_counts(values)
-        if not force_categorical and len(levels) == (~missing).sum() >= 20:
+        text = to_levels(values, logical, name, "the training data")
+        counts = _level_counts(text)
+        if not force_categorical and len(counts) == (~missing).sum() >= 20:
             self._ignore(name, f"it holds numbers but {stray}" if stray else
                          "it has a distinct value in every row, so it looks like an id "
                          f"(pass --categorical {name} to use it)")
@@ -174,10 +173,22 @@ class Preprocessor:
             self.notes.append(f"column `{name}` is treated as categorical: it holds numbers but "
                               f"{stray}")
         if rows is not None:  # the levels of the training rows only
-            levels = _level_counts(values.filter(pa.array(learn)))
-        return _fit_categorical(name, levels, self.max_levels, self.max_rare_levels,
-                                float(missing.mean()))
+            counts = _level_counts(text.filter(pa.array(learn)))
+        return {**_fit_categorical(name, counts, self.max_levels, self.max_rare_levels,
+                                   float(missing.mean())), "logical": logical}
 
+
+    def content_keys(self, frame: pd.DataFrame | pa.Table, source: str = "the data") -> np.ndarray:
+        """One uint64 per row, a hash of its feature cells as the model reads them
+        (numbers, canonical category text): the same rows give the same keys from any
+        source and in any order, so sorting by them puts rows in a canonical order."""
+        table = to_arrow(frame)
+        cells = []
+        for spec in self.columns:
+            values = table.column(spec["name"])
+            cells.append(_spec_numbers(values, spec, source) if spec["kind"] == NUMERIC
+                         else _spec_levels(values, spec, source))
+        return content_keys(cells, table.num_rows)
 
     def note_heldout_unseen(self, encoded: EncodedBatch, heldout: np.ndarray) -> None:
         """Record, per categorical column, the share of the held-out training rows whose
@@ -238,7 +249,7 @@ class Preprocessor:
                 if spec["has_missing"]:
                     indicators.append(was_missing)
             else:
-                codes = _encode_categorical(values, spec)
+                codes = _encode_categorical(values, spec, source, first_row)
                 categories.append(codes)
                 counts[spec["name"]] = {"missing": int((codes == MISSING_CODE).sum()),
                                         "unseen": int((codes == UNKNOWN_CODE).sum())}
@@ -305,20 +316,12 @@ def _stray_text(values: pa.ChunkedArray, missing: np.ndarray) -> str | None:
             "fix them or leave them empty to use the column as numbers")
 
 
-def _holds_dates(values: pa.ChunkedArray, missing: np.ndarray) -> bool:
-    """Typed dates and timestamps, or text whose every present cell is an ISO-style date."""
-    if pa.types.is_date(values.type) or pa.types.is_timestamp(values.type):
-        return True
-    if not is_text(values.type):
-        return False
-    dated = pc.fill_null(pc.match_substring_regex(plain_array(values), _DATE_PATTERN, ignore_case=True), False)
-    return bool((dated.to_numpy(zero_copy_only=False) | missing).all())
-
-
 def _check_column_state(spec: dict) -> None:
     if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
         raise ValueError("a column description has no name")
     name, kind = spec["name"], spec.get("kind")
+    if spec.get("logical", DATETIME) not in LOGICAL_TYPES:  # absent before 2026-12-07
+        raise ValueError(f"column `{name}` has an unknown logical type {spec['logical']!r}")
     if kind == CATEGORICAL:
         for key in ("levels", "rare_levels"):
             if not (isinstance(spec[key], list) and all(isinstance(v, str) for v in spec[key])):
@@ -371,18 +374,19 @@ def _cells_to_learn_from(missing: np.ndarray, rows: np.ndarray | None) -> np.nda
     return learn
 
 
-def _level_counts(values: pa.ChunkedArray) -> pd.Series:
+def _level_counts(text: pa.Array) -> pd.Series:
+    """How often each level (canonical text, null where missing) occurs."""
     import pandas as pd  # fit time only: scoring and `info` run without pandas
 
-    counted = pc.value_counts(category_text(values).drop_null())
+    counted = pc.value_counts(text.drop_null())
     return pd.Series(counted.field("counts").to_numpy(),
                      index=counted.field("values").to_pylist())
 
 
 def _fit_numeric(values: pa.ChunkedArray, name: str, missing: np.ndarray,
-                 learn: np.ndarray) -> dict:
+                 learn: np.ndarray, logical: str) -> dict:
     # Every cell is parsed, so a bad value is reported at its row of the file.
-    numbers = _bounded(parse_numeric(values, name, "the training data"))[learn]
+    numbers = _bounded(to_numbers(values, logical, name, "the training data"))[learn]
     median = float(np.median(numbers))
     q25, q75 = np.percentile(numbers, [25, 75])
     spread = float(q75 - q25) / 1.349  # IQR of a unit normal is 1.349
@@ -397,7 +401,9 @@ def _fit_numeric(values: pa.ChunkedArray, name: str, missing: np.ndarray,
             "knots": knots.tolist(), "knot_scores": knot_scores.tolist(),
             "mean": 0.0, "std": 1.0, "has_missing": bool(missing.any()),
             "min": float(numbers.min()), "max": float(numbers.max()),
-            "missing_rate": float(missing.mean())}
+            "missing_rate": float(missing.mean()), "logical": logical}
+    if logical == DECIMAL:
+        spec["decimal_places"] = decimal_places(numbers)
     mapped = _quantile_map(numbers, spec)[0]
     std = float(mapped.std())
     spec["mean"], spec["std"] = float(mapped.mean()), std if std > 1e-6 else 1.0
@@ -491,7 +497,7 @@ def _compress(numbers: np.ndarray, median: float, spread: float) -> np.ndarray:
 
 def _encode_numeric(values: pa.ChunkedArray, spec: dict, source: str,
                     first_row: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
-    numbers = _bounded(parse_numeric(values, spec["name"], source, first_row))
+    numbers = _bounded(_spec_numbers(values, spec, source, first_row))
     was_missing = np.isnan(numbers)
     with np.errstate(invalid="ignore"):
         counts = {"missing": int(was_missing.sum()),
@@ -511,8 +517,25 @@ def _fit_categorical(name: str, counts: pd.Series, max_levels: int, max_rare: in
             "missing_rate": missing_rate}
 
 
-def _encode_categorical(values: pa.ChunkedArray, spec: dict) -> np.ndarray:
-    text = category_text(values)
+def _spec_numbers(values: pa.ChunkedArray, spec: dict, source: str,
+                  first_row: int = 0) -> np.ndarray:
+    """A numeric column's cells as float64, as its logical type maps them (files
+    written before logical types: as they were read then)."""
+    return to_numbers(values, spec.get("logical"), spec["name"], source, first_row)
+
+
+def _spec_levels(values: pa.ChunkedArray, spec: dict, source: str,
+                 first_row: int = 0) -> pa.Array:
+    """A categorical column's cells as canonical text, as its logical type maps them
+    (files written before logical types: as the CSV text they were trained on)."""
+    if "logical" not in spec:
+        return cell_text(values)
+    return to_levels(values, spec["logical"], spec["name"], source, first_row)
+
+
+def _encode_categorical(values: pa.ChunkedArray, spec: dict, source: str,
+                        first_row: int) -> np.ndarray:
+    text = _spec_levels(values, spec, source, first_row)
     kept = pc.index_in(text, value_set=pa.array(spec["levels"], type=pa.string()))
     codes = pc.add(kept, len(RESERVED_LEVELS)).to_numpy(zero_copy_only=False)
     codes = np.nan_to_num(codes.astype(np.float64), nan=UNKNOWN_CODE).astype(np.int64)
