@@ -5,7 +5,8 @@ owned by the `postgres` user (PostgreSQL refuses to run as root), listening only
 a Unix socket in that folder. Its role `scorer` has a password, which reaches the
 tool only through PGPASSWORD, as the docs advise. Tables are set up and checked
 with `psql`; the tool reads and writes them through its ADBC drivers (the `sql`
-extra). The tests skip only where `initdb` is absent.
+extra). The tests skip only where `initdb` is absent, and the SQLite `.import` tests
+(SQLite files need no server) where the `sqlite3` shell is.
 """
 
 from __future__ import annotations
@@ -23,11 +24,13 @@ import time
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
 import pytest
 from typer.testing import CliRunner
 
 from conftest import make_records
 from vae_anomaly.cli import app
+from vae_anomaly.sql import read_source, read_source_table
 
 PASSWORD = "pw-Secret-42"
 # Debian and Ubuntu keep the server's programs off PATH, in /usr/lib/postgresql/N/bin.
@@ -408,3 +411,140 @@ def test_kill_9_while_writing_leaves_the_table_as_it_was(shop, kept, mode, tmp_p
     assert run.returncode == -signal.SIGKILL
     assert shop.fingerprint("kept") == before
     assert shop.psql("SELECT count(*) FROM pg_tables WHERE tablename LIKE 'vae_anomaly_new%'") == "0"
+
+
+# ----- SQLite columns by their declared type: the sqlite3 shell's .import -------------------
+def sqlite_import(db: Path, create: str, header: str, rows: list[str], table: str = "t") -> None:
+    """CSV rows into a typed table with the sqlite3 shell's .import, as a user would
+    load them: it stores an empty cell as '' text, even in a REAL column."""
+    shell = shutil.which("sqlite3")
+    if shell is None:
+        pytest.skip("the sqlite3 shell is not installed (apt-get install sqlite3); these tests "
+                    "load CSV files with its .import")
+    csv = db.with_name(f"{table}.csv")
+    csv.write_text("\n".join([header, *rows]) + "\n")
+    done = subprocess.run([shell, str(db), create, f".import --csv --skip 1 {csv} {table}"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and not done.stderr, done.stderr
+
+
+def bits(values) -> list:
+    """Floats as their exact bits (float.hex), None kept: equal only bit for bit."""
+    return [None if v is None else float(v).hex() for v in values]
+
+
+def from_csv(cells: list[str]) -> list:
+    """What a CSV's cells mean: Python's float of the text, None for a blank cell."""
+    return [float(cell) if cell.strip() else None for cell in cells]
+
+
+def driver_read(db: Path, query: str) -> pa.Table:
+    """The rows as the ADBC driver alone reads them (the path before declared types)."""
+    import adbc_driver_sqlite.dbapi as driver
+
+    with driver.connect(str(db)) as connection, connection.cursor() as cursor:
+        cursor.execute(query)
+        return cursor.fetch_arrow_table()
+
+
+def test_sqlite_import_reads_each_column_by_its_declared_type_bit_for_bit(tmp_path):
+    x = ["0.123456789012", "", "3.14159265358979", "0.30000000000000004", " ", "-2.5e-300",
+         "1.0000000000009095"]
+    n = ["1", "2", "", "-9007199254740993", "4", "", "7"]  # beyond float64's integers
+    flag = ["1", "0", "", "1", "0", "1", "0"]
+    colour = ["red", "", "blue", "red", "", "blue", "red"]
+    day = ["2024-01-05", "", "2024-01-06", "2024-01-07", "", "2024-01-08", "2024-01-09"]
+    sqlite_import(tmp_path / "t.db", "CREATE TABLE t (x REAL, n INTEGER, flag BOOLEAN, "
+                  "colour TEXT, day DATE)", "x,n,flag,colour,day",
+                  [",".join(row) for row in zip(x, n, flag, colour, day)])
+    # What the driver alone made of it: x as text, 7 digits.
+    assert driver_read(tmp_path / "t.db", "SELECT x FROM t")["x"][0].as_py() == "1.234568e-01"
+    table = read_source_table("sqlite:///" + str(tmp_path / "t.db"), "SELECT * FROM t;\n")
+    assert table.schema.types == [pa.float64(), pa.int64(), pa.int64(), pa.string(), pa.string()]
+    assert bits(table["x"].to_pylist()) == bits(from_csv(x))
+    assert table["n"].to_pylist() == [None if not v else int(v) for v in n]
+    assert table["flag"].to_pylist() == [None if not v else int(v) for v in flag]
+    # Text and date columns come as the driver reads them.
+    assert table.select(["colour", "day"]).equals(
+        driver_read(tmp_path / "t.db", "SELECT colour, day FROM t"))
+
+
+def test_sqlite_real_column_holding_a_word_stays_text_for_the_checks_to_name(
+        tmp_path, tiny_dir, tiny_model):
+    x = ["0.123456789012", "abc", "", "1e-05", "0.30000000000000004"]
+    sqlite_import(tmp_path / "t.db", "CREATE TABLE t (x REAL)", "x", x)
+    table = read_source_table("sqlite:///" + str(tmp_path / "t.db"), "SELECT x FROM t")
+    assert table.schema.types == [pa.string()]
+    text = table["x"].to_pylist()
+    assert text[1:3] == ["abc", ""]  # as stored, neither 0 nor null
+    numbers = [0, 3, 4]  # in round-trip digits: their floats are the CSV's, bit for bit
+    assert bits(float(text[i]) for i in numbers) == bits(float(x[i]) for i in numbers)
+    # The run names the bad value, as for the same CSV.
+    rows = (tiny_dir / "new.csv").read_text().splitlines()
+    header, first = rows[0], rows[1].split(",")
+    first[header.split(",").index("x")] = "abc"
+    sqlite_import(tmp_path / "shop.db", "CREATE TABLE new (id TEXT, x REAL, y REAL, "
+                  "amount REAL, colour TEXT, member TEXT)", header,
+                  [",".join(first), *rows[2:]], table="new")
+    error = one_line_error(invoke("score", "sqlite:///" + str(tmp_path / "shop.db"),
+                                  "--query", "SELECT * FROM new", "-m", tiny_model, "-o",
+                                  tmp_path / "out.csv"))
+    assert "column `x`" in error and "non-numeric value 'abc' at row 1" in error
+
+
+@pytest.mark.parametrize("blanks_first", [False, True], ids=["numbers-first", "blanks-first"])
+def test_sqlite_blank_cells_past_the_first_batch(tmp_path, blanks_first):
+    """The driver types a column by its first batch of rows (1,024): blank cells, or a
+    fraction in a column of whole numbers, only after 5,000 rows."""
+    numbers = [(repr(1 + i * 2.0**-40), str(i - 2500), str(i)) for i in range(5000)]
+    blanks = [("", "", "2.5")] * 40
+    rows = [*blanks, *numbers] if blanks_first else [*numbers, *blanks]
+    sqlite_import(tmp_path / "t.db", "CREATE TABLE t (x REAL, n INTEGER, w NUMERIC)",
+                  "x,n,w", [",".join(row) for row in rows])
+    chunks = list(read_source("sqlite:///" + str(tmp_path / "t.db"), "SELECT * FROM t", 700))
+    expected = pa.schema([("x", pa.float64()), ("n", pa.int64()), ("w", pa.float64())])
+    assert all(chunk.schema == expected for chunk in chunks)
+    assert [chunk.num_rows for chunk in chunks] == [700] * 7 + [140]  # streamed, re-cut
+    table = pa.concat_tables(chunks)
+    assert bits(table["x"].to_pylist()) == bits(from_csv([row[0] for row in rows]))
+    assert table["n"].to_pylist() == [int(row[1]) if row[1] else None for row in rows]
+    assert bits(table["w"].to_pylist()) == bits(from_csv([row[2] for row in rows]))
+
+
+def test_sqlite_import_scores_as_the_csv_and_writes_real_columns(
+        tiny_dir, tiny_model, tmp_path):
+    rows = (tiny_dir / "new.csv").read_text().splitlines()
+    db = tmp_path / "shop.db"
+    sqlite_import(db, "CREATE TABLE new (id TEXT, x REAL, y REAL, amount REAL, colour TEXT, "
+                  "member TEXT)", rows[0], rows[1:], table="new")
+    with sqlite3.connect(db) as connection:  # the shell left '' in amount
+        assert connection.execute("SELECT count(*) FROM new WHERE amount = ''").fetchone()[0] > 0
+    url = "sqlite:///" + str(db)
+    result = invoke("score", url, "--query", "SELECT * FROM new", "-m", tiny_model, "-o", url,
+                    "--output-table", "flags", "--chunk-size", 7)
+    assert result.exit_code == 0, result.output
+    expected = csv_scores(tiny_dir, tiny_model, tmp_path)
+    with sqlite3.connect(db) as connection:
+        table = pd.read_sql("SELECT * FROM flags", connection)
+        types = dict(connection.execute(
+            "SELECT 'x', group_concat(DISTINCT typeof(x)) FROM flags UNION ALL "
+            "SELECT 'amount', group_concat(DISTINCT typeof(amount)) FROM flags WHERE amount "
+            "IS NOT NULL UNION ALL SELECT 'score', group_concat(DISTINCT typeof(anomaly_score)) "
+            "FROM flags").fetchall())
+        blank = connection.execute("SELECT count(*) FROM flags WHERE amount IS NULL").fetchone()[0]
+    assert types == {"x": "real", "amount": "real", "score": "real"}
+    assert blank == (expected["amount"] == "").sum() > 0
+    assert bits(table["amount"].dropna()) == bits(float(v) for v in expected["amount"] if v)
+    for column in SCORES:
+        assert bits(table[column]) == bits(float(v) for v in expected[column])
+
+
+def test_sqlite_columns_that_arrive_typed_read_as_before(tmp_path):
+    """Tables pandas wrote (INTEGER, REAL with NULLs, TEXT): as the driver reads them."""
+    frame = make_records(3000, seed=4).assign(count=range(3000))
+    with sqlite3.connect(tmp_path / "typed.db") as connection:
+        frame.to_sql("typed", connection, index=False)
+    query = "SELECT * FROM typed"
+    table = read_source_table("sqlite:///" + str(tmp_path / "typed.db"), query)
+    assert table.equals(driver_read(tmp_path / "typed.db", query))
+    assert table.schema.field("amount").type == pa.float64() and table["amount"].null_count > 0

@@ -9,6 +9,18 @@ as with files. Types arrive as Arrow types (numbers as numbers, booleans as
 booleans, text as text); PostgreSQL ``numeric`` arrives as float64, and types the
 model cannot use (arrays, bytea, json, uuid, intervals) are refused by name.
 
+SQLite types cells, not columns, and the driver types a column by its first batch of
+rows: the sqlite3 shell's ``.import`` leaves empty cells as '' text in REAL columns,
+which would make the whole column text with 7-digit numbers. So a result column
+read straight from a table whose declared type has INTEGER, REAL or NUMERIC
+affinity (not DATE/TIME types: they hold text dates) is read by that type, after a
+first pass over the query that finds what its cells hold: '' and whitespace become
+null, the numbers arrive bit for bit (as themselves, or as 17 significant digits,
+which read back as the same double) as int64 (INTEGER or NUMERIC affinity, every
+number whole) or float64; a column holding other text ('abc', 'NA') arrives as the
+text of every cell, numbers in round-trip digits, for the later checks to name.
+Columns whose cells already are of one type are read as the driver reads them.
+
 A sink is a URL and a table name. Everything a run writes happens in one
 transaction on one connection, committed only after the last row: a failure,
 Ctrl-C, SIGTERM or kill -9 leaves the table as it was. ``replace`` writes a staging
@@ -26,6 +38,7 @@ import contextlib
 import hashlib
 import re
 import urllib.parse
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -216,14 +229,23 @@ def _query_batches(url: str, query: str, chunk_rows: int) -> Iterator[pa.Table]:
     connection = connect(url)
     try:
         cursor = connection.cursor()
+        # SQLite: how to read each column by its declared type (None: as the driver does).
+        plan = _sqlite_plan(cursor, query) if is_sqlite(url) else None
         try:
             cursor.execute(query)
             reader = cursor.fetch_record_batch()
+            if plan is not None:  # the query's own column names, on the cells as declared
+                names = reader.schema.names
+                reader.close()
+                cursor.execute(_sqlite_select(plan, names))
+                reader = cursor.fetch_record_batch()
         except _driver_error() as exc:
             raise InputError(f"the query failed on {name}: {_detail(exc, url)}; fix --query "
                              "(or the table it reads)") from None
-        schema, convert = _usable_schema(reader.schema, name)
-        batches = (convert(batch) for batch in reader)
+        schema = reader.schema if plan is None else _sqlite_decode(
+            plan, pa.RecordBatch.from_pylist([], schema=reader.schema)).schema
+        schema, convert = _usable_schema(schema, name)
+        batches = (convert(_sqlite_decode(plan, batch)) for batch in reader)
         try:
             yield from rechunk(schema, batches, chunk_rows)
         except (_driver_error(), pa.ArrowException) as exc:
@@ -232,6 +254,119 @@ def _query_batches(url: str, query: str, chunk_rows: int) -> Iterator[pa.Table]:
     finally:
         with contextlib.suppress(Exception):
             connection.close()
+
+
+# ----- SQLite: columns by their declared type ---------------------------------------------
+_BLANK = "char(9, 10, 11, 12, 13, 32)"  # the whitespace a blank cell may hold
+# What a cell holds, as a bit: OR-ed over a column (the sum of its distinct bits).
+_GAP, _BAD, _INTEGER, _WHOLE, _FRACTION = 1, 2, 4, 8, 16
+_END = re.compile(r"[\s;]+\Z")  # a view's SELECT may not end in ;
+
+
+def _numeric_affinity(declared: str) -> str | None:
+    """INTEGER, REAL or NUMERIC: the affinity SQLite gives a declared type
+    (sqlite.org/datatype3.html, 3.1), where it is one of those; None for TEXT and
+    BLOB affinity, and for date/time types (NUMERIC affinity, but they hold text)."""
+    kind = declared.upper()
+    if "INT" in kind:
+        return "INTEGER"
+    if not kind or any(word in kind for word in ("CHAR", "CLOB", "TEXT", "BLOB")):
+        return None
+    if any(word in kind for word in ("REAL", "FLOA", "DOUB")):
+        return "REAL"
+    return None if "DATE" in kind or "TIME" in kind else "NUMERIC"
+
+
+def _sqlite_plan(cursor, query: str) -> tuple[str, list[tuple[str, str | None]]] | None:
+    """(view, [(column, how)]): the query as a TEMP view, and how to read each of its
+    columns (``_how``); None where every column reads right as the driver reads it,
+    or where the query cannot be a view (then the driver reads it as it is)."""
+    view = f"vae_anomaly_types_{uuid.uuid4().hex}"
+    try:  # a view tells each result column's declared type (none for expressions)
+        cursor.execute(f"CREATE TEMP VIEW {view} AS {_END.sub('', query)}")
+        cursor.execute(f"PRAGMA table_info({_quote(view)})")
+        columns = [(row[1], _numeric_affinity(row[2] or "")) for row in cursor.fetchall()]
+        flags = _cell_flags(cursor, view, [(c, a) for c, a in columns if a is not None])
+        plan = (view, [(column, _how(affinity, flags.get(column, 0)) if affinity else None)
+                       for column, affinity in columns])
+    except _driver_error():
+        plan = None
+    if plan is None or not any(how for _, how in plan[1]):
+        with contextlib.suppress(Exception):
+            cursor.execute(f"DROP VIEW IF EXISTS {view}")
+        return None
+    return plan  # the view lives until the connection closes, which drops it
+
+
+def _cell_flags(cursor, view: str, columns: list[tuple[str, str]]) -> dict[str, int]:
+    """For each numeric column, the OR of the flags of its cells: a first pass over
+    the query, since one late cell may change the whole column's type."""
+    if not columns:
+        return {}
+    parts = []
+    for column, _ in columns:
+        q = _quote(column)
+        parts.append(f"coalesce(sum(DISTINCT CASE typeof({q}) WHEN 'null' THEN {_GAP} "
+                     f"WHEN 'integer' THEN {_INTEGER} WHEN 'real' THEN CASE WHEN {q} = "
+                     f"CAST({q} AS INTEGER) THEN {_WHOLE} ELSE {_FRACTION} END WHEN 'text' "
+                     f"THEN CASE WHEN trim({q}, {_BLANK}) = '' THEN {_GAP} ELSE {_BAD} END "
+                     f"ELSE {_BAD} END), 0)")
+    cursor.execute(f"SELECT {', '.join(parts)} FROM {view}")
+    return {column: int(flag) for (column, _), flag in zip(columns, cursor.fetchone())}
+
+
+def _how(affinity: str, flags: int) -> str | None:
+    """How to read a numeric column whose cells hold ``flags``: "text" (some cell is
+    neither a number nor blank), "integer", "real" or "digits" (float64 sent as
+    round-trip text, so that a null-only first batch cannot type the column), or
+    None where the driver already reads every cell as that type."""
+    if flags & _BAD:
+        return "text"
+    if affinity != "REAL" and not flags & _FRACTION:  # whole numbers that fit int64
+        return None if flags & ~_INTEGER == 0 else "integer"
+    if flags & ~(_WHOLE | _FRACTION) == 0:
+        return None
+    return "digits" if flags & _GAP else "real"
+
+
+def _sqlite_select(plan, names: list[str]) -> str:
+    """The SELECT over the plan's view that sends each column as ``_how`` says, under
+    the name the query itself gives it (a view may spell names otherwise)."""
+    view, columns = plan
+    if len(names) != len(columns):  # not expected: the view is the query
+        names = [column for column, _ in columns]
+    number = "typeof({0}) IN ('integer', 'real')"
+    digits = "printf('%!.17g', {0})"  # 17 digits: every double reads back as itself
+    forms = {
+        None: "{0}",
+        "integer": f"CASE WHEN {number} THEN CAST({{0}} AS INTEGER) END",
+        "real": "CAST({0} AS REAL)",
+        # Never null, so that the driver's first batch types it as text: '' is a gap.
+        "digits": f"CASE WHEN {number} THEN {digits} ELSE '' END",
+        # '' for null, and '=' before every cell's text.
+        "text": f"CASE WHEN {{0}} IS NULL THEN '' WHEN typeof({{0}}) = 'real' THEN '=' || "
+                f"{digits} ELSE '=' || CAST({{0}} AS TEXT) END",
+    }
+    cells = [f"{forms[how].format(_quote(column))} AS {_quote(name)}"
+             for (column, how), name in zip(columns, names)]
+    return f"SELECT {', '.join(cells)} FROM {view}"
+
+
+def _sqlite_decode(plan, batch: pa.RecordBatch) -> pa.RecordBatch:
+    """A batch of ``_sqlite_select`` with its "digits" columns as float64 and its
+    "text" columns as the cells' text ('' -> null, the '=' taken off); without a
+    plan, the batch as it is."""
+    if plan is None:
+        return batch
+    arrays = []
+    for column, (_, how) in zip(batch.columns, plan[1]):
+        if how in ("digits", "text"):
+            gap = pc.equal(column, "")
+            values = column if how == "digits" else pc.utf8_slice_codeunits(column, 1)
+            column = pc.if_else(gap, pa.scalar(None, column.type), values)
+            column = pc.cast(column, pa.float64()) if how == "digits" else column
+        arrays.append(column)
+    return pa.RecordBatch.from_arrays(arrays, names=batch.schema.names)
 
 
 def _usable_schema(schema: pa.Schema, name: str):
