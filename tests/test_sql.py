@@ -23,6 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pytest
@@ -170,7 +171,10 @@ def test_postgres_table_in_table_out_gives_the_csv_scores_with_proper_types(
         "SELECT column_name, data_type FROM information_schema.columns "
         "WHERE table_name = 'flags_same'").splitlines())
     assert types["member"] == "boolean" and types["id"] == "text"
-    assert types["x"] == types["y"] == types["anomaly_score"] == "double precision"
+    assert types["x"] == types["anomaly_score"] == "double precision"
+    assert types["y"] == "numeric"  # as the input's, with its exact values
+    assert shop.psql("SELECT count(*) FROM new n JOIN flags_same f USING (id) "
+                     "WHERE n.y IS DISTINCT FROM f.y") == "0"
     assert types["is_anomaly"] == "bigint"
     nulls = shop.psql("SELECT count(*) FROM flags_same WHERE amount IS NULL")
     assert int(nulls) == (expected["amount"] == "").sum() > 0
@@ -384,6 +388,224 @@ def test_without_the_sql_extra_a_url_names_the_install(shop, tiny_model, tmp_pat
     assert done.returncode == 2
     assert done.stderr.strip() == (f"Error: reading or writing {shop.url} needs the database "
                                    "drivers; install them with pip install 'vae-anomaly[sql]'")
+
+
+# ----- PostgreSQL numeric: exact decimals in, numeric out ------------------------------------
+NUMERIC_COLUMNS = "id text, amount numeric(12, 2), reading numeric, x double precision, colour text"
+# Cells as a user typed them: many digits, trailing zeros, zero, a NULL.
+READINGS = ["12345678901234.123456789", "0.1", "-7.50", "0", "0.000000001", ""]
+READ_TYPES = [pa.decimal128(12, 2), pa.decimal128(23, 9)]  # 14 digits before the point, 9 after
+SCORE_TYPES = {"anomaly_score": "double precision", "is_anomaly": "bigint",
+               "p_value": "double precision", "reconstruction_nll": "double precision",
+               "kl_divergence": "double precision", "score_std_error": "double precision"}
+NUMERIC_TYPES = {"id": "text", "amount": "numeric(12,2)", "reading": "numeric",
+                 "x": "double precision", "colour": "text", **SCORE_TYPES}
+
+
+def numeric_rows(n: int = 300, seed: int = 5) -> pd.DataFrame:
+    """Text cells: amount with 2 places, reading with 0 to 9 (READINGS first), NULLs."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=n)
+    places = rng.integers(0, 10, size=n)
+    reading = [f"{50 + 10 * v + rng.normal():.{k}f}" for v, k in zip(x, places)]
+    reading[:len(READINGS)] = READINGS
+    amount = [f"{v:.2f}" for v in rng.lognormal(3, 1, size=n)]
+    amount[2], amount[3] = "-7.50", "0.10"
+    for i in np.flatnonzero(rng.random(n) < 0.05):
+        amount[i] = ""
+    return pd.DataFrame({"id": [f"N{i:05d}" for i in range(n)], "amount": amount,
+                         "reading": reading, "x": [repr(float(v)) for v in x],
+                         "colour": np.where(x > 0, "red", "blue")})
+
+
+@pytest.fixture(scope="session")
+def nums(shop, tmp_path_factory):
+    """Table `nums` (numeric_rows), and a model fitted on its CSV export by psql's
+    \\copy (as `nums.model`, `nums.export`)."""
+    folder = tmp_path_factory.mktemp("nums")
+    numeric_rows().to_csv(folder / "nums.csv", index=False)
+    shop.load_csv("nums", folder / "nums.csv", NUMERIC_COLUMNS)
+    shop.psql("ALTER TABLE nums OWNER TO scorer")
+    shop.export = folder / "export.csv"
+    shop.psql(f"\\copy (SELECT * FROM nums ORDER BY id) TO '{shop.export}' CSV HEADER")
+    shop.model = folder / "nums.vae"
+    assert invoke("fit", shop.export, "-m", shop.model, "--exclude", "id", "--epochs", 15,
+                  "--calibration-fits", 0, "-q").exit_code == 0
+    return shop
+
+
+def column_types(server: Postgres, table: str) -> dict[str, str]:
+    return dict(line.split("|") for line in server.psql(
+        "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = "
+        f"'{table}'::regclass AND attnum > 0 AND NOT attisdropped").splitlines())
+
+
+def differing_numbers(server: Postgres, table: str) -> str:
+    """'rows|rows whose numbers differ from those of nums', compared as text: amount
+    as it is, reading at the 9 places of the type it is read as (the padding is
+    exact), and reading as a number too."""
+    return server.psql(
+        "SELECT count(*) || '|' || count(*) FILTER (WHERE n.amount::text IS DISTINCT FROM "
+        "o.amount::text OR round(n.reading, 9)::text IS DISTINCT FROM o.reading::text OR "
+        f"n.reading IS DISTINCT FROM o.reading) FROM {table} o JOIN nums n USING (id)")
+
+
+def test_postgres_numeric_reads_as_exact_decimals_of_one_type(nums, env):
+    query = ("SELECT id, amount, reading, CAST(amount AS numeric(50, 20)) AS wide FROM nums "
+             "ORDER BY id")
+    chunks = list(read_source(nums.url, query, 70))
+    assert len(chunks) == 5 and all(chunk.schema == chunks[0].schema for chunk in chunks)
+    table = pa.concat_tables(chunks)
+    assert table.schema.types[1:] == [*READ_TYPES, pa.decimal256(50, 20)]
+    # Every value exactly: its text, padded to the type's places, is PostgreSQL's.
+    expected = nums.psql("SELECT concat_ws('|', amount::text, round(reading, 9)::text, "
+                         "CAST(amount AS numeric(50, 20))::text) FROM nums ORDER BY id")
+    cells = zip(*(table[name].to_pylist() for name in ("amount", "reading", "wide")))
+    assert ["|".join(format(v, "f") for v in row if v is not None) for row in cells] \
+        == expected.splitlines()
+    assert [format(v, "f") if v is not None else None for v in table["reading"][:6].to_pylist()] \
+        == ["12345678901234.123456789", "0.100000000", "-7.500000000", "0.000000000",
+            "0.000000001", None]
+    assert table["amount"].null_count == int(nums.psql("SELECT count(*) FROM nums "
+                                                       "WHERE amount IS NULL")) > 0
+
+
+def test_a_query_the_numeric_probe_cannot_wrap_reads_numeric_as_double(nums, env):
+    """A data-modifying query cannot be a subquery: its numeric columns come as
+    float64, as before (the read's transaction is rolled back: nothing changes)."""
+    before = nums.fingerprint("nums")
+    table = read_source_table(nums.url, "UPDATE nums SET x = x WHERE id < 'N00006' "
+                                        "RETURNING id, reading")
+    assert table.schema.field("reading").type == pa.float64()
+    assert sorted(table["reading"].to_pylist(), key=str) == sorted(
+        (float(v) if v else None for v in READINGS), key=str)
+    assert nums.fingerprint("nums") == before
+
+
+@pytest.mark.parametrize(("reading", "message"), [
+    ("CAST(CASE WHEN id = 'N00003' THEN 'NaN' ELSE amount END AS numeric(12, 2))",
+     "holds NaN at row 4, which is not a number vae-anomaly can read; make it NULL in --query "
+     "(e.g. NULLIF(reading, 'NaN')) or leave the row out"),
+    ("CASE WHEN id = 'N00007' THEN '-Infinity' ELSE reading END",
+     "holds -Infinity at row 8, which is not a number vae-anomaly can read; make it NULL in "
+     "--query (e.g. NULLIF(reading, '-Infinity')) or leave the row out"),
+    ("reading * 1e60", "holds numbers of 74 digits before the point and 9 after, more than the "
+     "76 a decimal holds exactly; change it in --query (e.g. round(reading, 2))"),
+])
+def test_numeric_values_a_decimal_cannot_hold_are_one_line_errors(nums, env, tmp_path, reading,
+                                                                  message):
+    query = f"SELECT id, amount, {reading} AS reading, x, colour FROM nums ORDER BY id"
+    error = one_line_error(invoke("score", nums.url, "--query", query, "-m", nums.model, "-o",
+                                  tmp_path / "out.csv"))
+    assert error == f"Error: column `reading` of the query on {nums.url} {message}"
+    assert not (tmp_path / "out.csv").exists()
+
+
+def test_numeric_columns_are_written_back_as_numeric_with_their_values(nums, env, tmp_path):
+    """numeric(12,2) stays numeric(12,2) and numeric numeric, in create, append and
+    replace; the values are the input's, and the scores those of its CSV export."""
+    nums.psql("DROP TABLE IF EXISTS nums_out")
+    out = ["-m", nums.model, "-o", nums.url, "--output-table", "nums_out", "-q",
+           "--chunk-size", 70]
+    query = ["--query", "SELECT * FROM nums"]
+    assert invoke("score", nums.url, *query, *out).exit_code == 0
+    assert column_types(nums, "nums_out") == NUMERIC_TYPES
+    assert differing_numbers(nums, "nums_out") == "300|0"
+    assert nums.psql("SELECT o.reading::text FROM nums_out o WHERE id = 'N00002'") == "-7.500000000"
+    assert invoke("score", nums.url, *query, *out, "--if-exists", "append").exit_code == 0
+    assert differing_numbers(nums, "nums_out") == "600|0"  # the appended rows alike
+    assert invoke("score", nums.url, *query, *out, "--if-exists", "replace").exit_code == 0
+    assert column_types(nums, "nums_out") == NUMERIC_TYPES
+    assert differing_numbers(nums, "nums_out") == "300|0"
+    assert nums.psql("SELECT count(*) FROM pg_class WHERE relname LIKE 'vae_anomaly_%'") == "0"
+    # The scores: those of the CSV that psql exported, bit for bit.
+    assert invoke("score", nums.export, "-m", nums.model, "-o", tmp_path / "csv.csv",
+                  "-q").exit_code == 0
+    expected = pd.read_csv(tmp_path / "csv.csv", dtype=str, keep_default_na=False)
+    table = nums.frame("SELECT * FROM nums_out ORDER BY id")
+    assert list(table["id"]) == list(expected["id"])
+    for column in SCORES:
+        assert [float(v) for v in table[column]] == [float(v) for v in expected[column]]
+
+
+def test_a_csv_export_of_numeric_columns_scores_as_the_table(nums, env, tmp_path):
+    """psql's \\copy of the table, fitted on (nums.model): the table's rows score bit
+    for bit as the CSV's rows, and keep their numbers' text in a CSV output."""
+    for source, name in ((nums.export, "csv"), (nums.url, "table")):
+        query = [] if name == "csv" else ["--query", "SELECT * FROM nums ORDER BY id"]
+        assert invoke("score", source, *query, "-m", nums.model, "-o",
+                      tmp_path / f"{name}.csv", "-q").exit_code == 0
+    from_csv, from_table = (pd.read_csv(tmp_path / f"{name}.csv", dtype=str,
+                                        keep_default_na=False) for name in ("csv", "table"))
+    assert list(from_table["id"]) == list(from_csv["id"])
+    for column in SCORES:
+        assert list(from_table[column]) == list(from_csv[column])
+    assert list(from_table["amount"]) == list(from_csv["amount"])  # numeric(12,2): as written
+    assert from_table["reading"][0] == "12345678901234.123456789"
+
+
+def test_appending_decimals_to_existing_tables(nums, env):
+    """An existing table's columns decide: numeric(p,s) and numeric take the exact
+    values, double precision (as an earlier version wrote) their doubles, and a
+    numeric with fewer places than the values is refused, the table untouched."""
+    scores = ", ".join(f"{name} {kind}" for name, kind in SCORE_TYPES.items())
+    out = ["-m", nums.model, "-o", nums.url, "-q", "--if-exists", "append", "--query",
+           "SELECT * FROM nums"]
+    for table, amount, reading in (("nums_typed", "numeric(12, 2)", "numeric"),
+                                   ("nums_wider", "numeric(20, 4)", "numeric(30, 12)"),
+                                   ("nums_old", "double precision", "double precision"),
+                                   ("nums_narrow", "numeric(10, 1)", "numeric")):
+        nums.psql(f"DROP TABLE IF EXISTS {table}; CREATE TABLE {table} (id text, amount "
+                  f"{amount}, reading {reading}, x double precision, colour text, {scores}); "
+                  f"ALTER TABLE {table} OWNER TO scorer")
+        before = column_types(nums, table)
+        result = invoke("score", nums.url, *out, "--output-table", table)
+        assert column_types(nums, table) == before
+        if table == "nums_narrow":
+            error = one_line_error(result)
+            assert error == (f"Error: cannot write table nums_narrow in {nums.url}: its column "
+                             "`amount` is numeric(10, 1), which would round the rows' values "
+                             "(up to 2 places); round them in --query (round(amount, 1)) or "
+                             "widen the column")
+            assert nums.count(table) == 0
+            continue
+        assert result.exit_code == 0, result.output
+        assert differing_numbers(nums, "nums_typed") == "300|0"
+    assert nums.psql("SELECT count(*) FROM nums_wider o JOIN nums n USING (id) WHERE "
+                     "o.amount::text IS NOT DISTINCT FROM round(n.amount, 4)::text AND "
+                     "o.reading::text IS NOT DISTINCT FROM round(n.reading, 12)::text") == "300"
+    assert nums.psql("SELECT count(*) FROM nums_old o JOIN nums n USING (id) WHERE "
+                     "o.amount IS NOT DISTINCT FROM n.amount::float8 AND "
+                     "o.reading IS NOT DISTINCT FROM n.reading::float8") == "300"
+
+
+def test_decimals_into_sqlite_and_from_parquet(nums, env, tiny_dir, tiny_model, tmp_path):
+    """SQLite has no decimal type: a numeric arrives as REAL (the double of its
+    text). A Parquet decimal(12, 2) lands in PostgreSQL as numeric(12,2)."""
+    db = tmp_path / "out.db"
+    assert invoke("score", nums.url, "--query", "SELECT * FROM nums ORDER BY id", "-m",
+                  nums.model, "-o", f"sqlite:///{db}", "--output-table", "flags",
+                  "-q").exit_code == 0
+    with sqlite3.connect(db) as connection:
+        rows = connection.execute("SELECT amount, typeof(amount), reading FROM flags").fetchall()
+    cells = numeric_rows()
+    assert [row[0] for row in rows] == [float(v) if v else None for v in cells["amount"]]
+    assert {row[1] for row in rows} == {"real", "null"}
+    assert [row[2] for row in rows] == [float(v) if v else None for v in cells["reading"]]
+    import decimal
+    import pyarrow.parquet as pq
+    frame = pd.read_csv(tiny_dir / "new.csv")
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    amounts = [None if pd.isna(v) else decimal.Decimal(f"{v:.2f}") for v in frame["amount"]]
+    table = table.set_column(table.schema.get_field_index("amount"), "amount",
+                             pa.array(amounts, pa.decimal128(12, 2)))
+    pq.write_table(table, tmp_path / "new.parquet")
+    nums.psql("DROP TABLE IF EXISTS flags_parquet")
+    assert invoke("score", tmp_path / "new.parquet", "-m", tiny_model, "-o", nums.url,
+                  "--output-table", "flags_parquet", "-q").exit_code == 0
+    assert column_types(nums, "flags_parquet")["amount"] == "numeric(12,2)"
+    assert nums.psql("SELECT string_agg(coalesce(amount::text, ''), ',' ORDER BY id) FROM "
+                     "flags_parquet") == ",".join("" if v is None else str(v) for v in amounts)
 
 
 # ----- kill -9 in the middle of the write ----------------------------------------------------

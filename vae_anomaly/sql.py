@@ -6,8 +6,19 @@ A source is a URL and a query: ``postgresql://[user@][host][:port]/db[?host=/soc
 ``PGSERVICE`` work) or ``sqlite:///relative.db`` / ``sqlite:////abs/path.db``. Rows
 stream in Arrow record batches, re-cut to the chunk size, so memory stays bounded
 as with files. Types arrive as Arrow types (numbers as numbers, booleans as
-booleans, text as text); PostgreSQL ``numeric`` arrives as float64, and types the
-model cannot use (arrays, bytea, json, uuid, intervals) are refused by name.
+booleans, text as text), and types the model cannot use (arrays, bytea, json,
+uuid, intervals) are refused by name.
+
+PostgreSQL ``numeric`` arrives exact, as a decimal: ``numeric(p, s)`` as
+decimal128(p, s) (decimal256 beyond 38 digits), the type the server reports for
+the result column (no view needed, so a read-only user on a standby reads it too);
+an unconstrained ``numeric`` (or one no decimal matches: over 76 digits, PostgreSQL
+15's negative scales) as one decimal type for every batch, with the most places
+and the most digits before the point its values have, from a first pass over the
+query in the read's own snapshot (REPEATABLE READ). NaN, Infinity and values over
+76 digits are one-line errors naming the column and the fix (NULLIF, round, a
+cast in the query), never rounded or made null. A query that cannot be a subquery
+(one that modifies data) reads ``numeric`` as float64, as before.
 
 SQLite types cells, not columns, and the driver types a column by its first batch of
 rows: the sqlite3 shell's ``.import`` leaves empty cells as '' text in REAL columns,
@@ -27,6 +38,16 @@ Ctrl-C, SIGTERM or kill -9 leaves the table as it was. ``replace`` writes a stag
 table inside that transaction and swaps it for the old one just before the commit.
 Two runs writing one table: the second is refused at once (a PostgreSQL advisory
 transaction lock; for SQLite, the same lock file as for output files).
+
+A decimal column lands as ``numeric(p, s)``, or as ``numeric`` where it was read
+from an unconstrained numeric. The driver would create ``numeric`` and its COPY
+drops trailing zeros (7.50 becomes 7.5), so a new table is created with numeric(p, s)
+columns before the rows go in, and those read from a bare numeric become numeric
+just before the commit (no rewrite: the values keep their places). Appending, the
+table's columns decide: numeric(p, s) takes the values at its scale (a value it
+would round is refused), numeric takes them through a temporary table of numeric(p,
+s) columns, double precision (what earlier versions wrote) takes their doubles.
+SQLite has no decimal type: decimals are written as REAL, the doubles of their text.
 
 Messages never carry a password: URLs are shown through ``redact_url``, and any
 password a URL holds is blotted out of the drivers' messages too.
@@ -232,6 +253,8 @@ def _query_batches(url: str, query: str, chunk_rows: int) -> Iterator[pa.Table]:
         # SQLite: how to read each column by its declared type (None: as the driver does).
         plan = _sqlite_plan(cursor, query) if is_sqlite(url) else None
         try:
+            # PostgreSQL: the decimal type each numeric column is read as, by position.
+            numerics = {} if is_sqlite(url) else _pg_numerics(connection, cursor, query, name)
             cursor.execute(query)
             reader = cursor.fetch_record_batch()
             if plan is not None:  # the query's own column names, on the cells as declared
@@ -244,7 +267,7 @@ def _query_batches(url: str, query: str, chunk_rows: int) -> Iterator[pa.Table]:
                              "(or the table it reads)") from None
         schema = reader.schema if plan is None else _sqlite_decode(
             plan, pa.RecordBatch.from_pylist([], schema=reader.schema)).schema
-        schema, convert = _usable_schema(schema, name)
+        schema, convert = _usable_schema(schema, name, numerics)
         batches = (convert(_sqlite_decode(plan, batch)) for batch in reader)
         try:
             yield from rechunk(schema, batches, chunk_rows)
@@ -369,15 +392,17 @@ def _sqlite_decode(plan, batch: pa.RecordBatch) -> pa.RecordBatch:
     return pa.RecordBatch.from_arrays(arrays, names=batch.schema.names)
 
 
-def _usable_schema(schema: pa.Schema, name: str):
+def _usable_schema(schema: pa.Schema, name: str, numerics: dict[int, pa.Field] | None = None):
     """The schema the rows are handed on with, and a function converting each batch:
-    PostgreSQL numeric (an opaque text type in Arrow) becomes float64; the drivers'
+    PostgreSQL numeric (an opaque text type in Arrow) becomes the field ``numerics``
+    gives for its position (a decimal, or float64 where none is given); the drivers'
     field metadata is dropped; a type the model cannot use is refused by name."""
+    numerics = numerics or {}
     fields, casts = [], []
-    for field in schema:
+    for position, field in enumerate(schema):
         kind = field.type
         if _is_pg_numeric(kind):
-            fields.append(pa.field(field.name, pa.float64()))
+            fields.append(numerics.get(position) or pa.field(field.name, pa.float64()))
             casts.append(True)
             continue
         if not _usable(kind):
@@ -388,10 +413,13 @@ def _usable_schema(schema: pa.Schema, name: str):
         fields.append(pa.field(field.name, kind))
         casts.append(False)
     target = pa.schema(fields)
+    rows = 0  # read so far, for the row a message names
 
     def convert(batch: pa.RecordBatch) -> pa.RecordBatch:
-        arrays = [pc.cast(column.storage, pa.float64()) if cast else column
-                  for column, cast in zip(batch.columns, casts)]
+        nonlocal rows
+        arrays = [_read_numeric(column.storage, field, rows, name) if cast else column
+                  for column, field, cast in zip(batch.columns, target, casts)]
+        rows += batch.num_rows
         return pa.RecordBatch.from_arrays(arrays, schema=target)
 
     return target, convert
@@ -400,6 +428,117 @@ def _usable_schema(schema: pa.Schema, name: str):
 def _is_pg_numeric(kind: pa.DataType) -> bool:
     return (getattr(kind, "extension_name", None) == "arrow.opaque"
             and getattr(kind, "type_name", None) == "numeric")
+
+
+# ----- PostgreSQL numeric as decimals -------------------------------------------------
+_MAX_DIGITS = 76  # decimal256's precision
+# Field metadata marking a decimal read from an unconstrained numeric: a table sink
+# creates its column as numeric, not numeric(p, s).
+_PG_TYPE = b"vae_anomaly:postgresql_type"
+_UNCONSTRAINED = {_PG_TYPE: b"numeric"}
+# How the driver spells the numeric values a decimal cannot hold.
+_NOT_FINITE = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}
+
+
+def _decimal(precision: int, scale: int) -> pa.DataType:
+    return (pa.decimal128 if precision <= 38 else pa.decimal256)(precision, scale)
+
+
+def _numeric_typmod(typmod: int) -> tuple[int, int] | None:
+    """(precision, scale) of numeric(p, s) from its typmod, ((p << 16) | s) + 4 with
+    the scale in 11 bits and its sign (PostgreSQL 15 allows -1000 to 1000); None
+    for an unconstrained numeric (typmod -1)."""
+    if typmod < 4:
+        return None
+    return (typmod - 4) >> 16, (((typmod - 4) & 0x7FF) ^ 0x400) - 0x400
+
+
+def _pg_numerics(connection, cursor, query: str, name: str) -> dict[int, pa.Field]:
+    """For each numeric column of the query, by position, the field it is read as:
+    numeric(p, s) as decimal(p, s), the type the server reports for the result
+    column (what a view's atttypmod would say, without creating one); an
+    unconstrained numeric as the decimal its values need (``_probe_numerics``)."""
+    schema = cursor.adbc_execute_schema(query)  # prepared, not run
+    fields, open_ = {}, []
+    for position, field in enumerate(schema):
+        if not _is_pg_numeric(field.type):
+            continue
+        typmod = int((field.metadata or {}).get(b"POSTGRESQL:typmod", b"-1"))
+        declared = _numeric_typmod(typmod)
+        # A negative scale, or one above the precision, is no decimal(p, s) alike.
+        if declared is not None and 0 <= declared[1] <= declared[0] <= _MAX_DIGITS:
+            fields[position] = pa.field(field.name, _decimal(*declared))
+        else:
+            open_.append(position)
+    if open_:
+        fields.update(_probe_numerics(connection, cursor, query, schema, open_, name))
+    return fields
+
+
+def _probe_numerics(connection, cursor, query: str, schema: pa.Schema, positions: list[int],
+                    name: str) -> dict[int, pa.Field]:
+    """Unconstrained numeric columns: one decimal type for all the batches, the most
+    places any value has and the most digits before its point, from a first pass
+    over the query in the snapshot the read then uses (REPEATABLE READ), so both
+    see the same rows. Where the query cannot be a subquery, float64 (as before)."""
+    aliases = ", ".join(f"c{position}" for position in range(len(schema)))
+    parts = ", ".join(f"max(scale(c{p})), max(length(trunc(abs(c{p}))::text))"
+                      for p in positions)
+    try:
+        cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        # The newline ends a -- comment the query may end with.
+        cursor.execute(f"SELECT {parts} FROM ({_END.sub('', query)}\n) AS q({aliases})")
+        found = cursor.fetchone()
+    except _driver_error():
+        connection.rollback()  # the failed pass aborted the transaction; the read starts anew
+        return {p: pa.field(schema[p].name, pa.float64()) for p in positions}
+    fields = {}
+    for k, position in enumerate(positions):
+        column = schema[position].name
+        scale, whole = found[2 * k] or 0, found[2 * k + 1] or 1
+        if scale + whole > _MAX_DIGITS:
+            fix = (f"round({column}, {_MAX_DIGITS - whole})" if whole < _MAX_DIGITS
+                   else f"CAST({column} AS double precision)")
+            raise InputError(f"column `{column}` of the query on {name} holds numbers of "
+                             f"{whole} digits before the point and {scale} after, more than "
+                             f"the {_MAX_DIGITS} a decimal holds exactly; change it in --query "
+                             f"(e.g. {fix})")
+        fields[position] = pa.field(column, _decimal(scale + whole, scale),
+                                    metadata=_UNCONSTRAINED)
+    return fields
+
+
+def _read_numeric(text: pa.Array, field: pa.Field, first_row: int, name: str) -> pa.Array:
+    """Numeric cells (the driver sends their text) as ``field.type``, exactly: the
+    cast refuses any digit lost, so a cell a decimal cannot hold (NaN, Infinity, or
+    one beyond the type) is a one-line error naming it, never a rounded number."""
+    try:
+        return pc.cast(text, field.type)
+    except pa.ArrowInvalid:
+        row, value = _first_misfit(text, field.type)
+    column, where = field.name, f"column `{field.name}` of the query on {name}"
+    word = _NOT_FINITE.get(value.lower())
+    if word is not None:
+        raise InputError(f"{where} holds {word} at row {first_row + row + 1}, which is not a "
+                         f"number vae-anomaly can read; make it NULL in --query (e.g. "
+                         f"NULLIF({column}, '{word}')) or leave the row out") from None
+    kind = field.type
+    raise InputError(f"{where} has {value} at row {first_row + row + 1}, which does not fit "
+                     f"numeric({kind.precision}, {kind.scale}), the type found for the column "
+                     f"before reading (its values changed since); cast it in --query (e.g. "
+                     f"CAST({column} AS numeric({kind.precision + 10}, {kind.scale + 10})))"
+                     ) from None
+
+
+def _first_misfit(text: pa.Array, kind: pa.DataType) -> tuple[int, str]:
+    """The position and text of the first cell that ``kind`` cannot hold exactly."""
+    for row, value in enumerate(text.to_pylist()):
+        try:
+            if value is not None:
+                pc.cast(pa.array([value]), kind)
+        except pa.ArrowInvalid:
+            return row, value
+    return 0, "?"  # not reached: the column's cast failed on some cell
 
 
 def _usable(kind: pa.DataType) -> bool:
@@ -426,9 +565,14 @@ class _TableSink:
         self.sqlite = is_sqlite(url)
         self.server = redact_url(url)
         self.started = False
+        self.mode = {"fail": "create", "replace": "create", "append": "create_append"}[if_exists]
         digest = hashlib.sha256(table.encode()).hexdigest()[:12]
         # replace: the rows go to a staging table, swapped in just before the commit.
         self.staging = f"vae_anomaly_new_{digest}" if if_exists == "replace" else None
+        self.fits = {}  # column -> how its decimals go into the table's column
+        self.relax = []  # columns created as numeric(p, s), to be numeric at the end
+        self.via = None  # a temporary table the rows pass through (``_through_temporary``)
+        self.via_name = f"vae_anomaly_rows_{digest}"
 
     def exists(self) -> bool:
         literal = self.name.replace("'", "''")
@@ -451,16 +595,20 @@ class _TableSink:
                               "wait for it to finish or choose another --output-table")
 
     def write(self, table: pa.Table) -> None:
-        table = table.replace_schema_metadata(None)
-        table = table.cast(pa.schema([field.remove_metadata() for field in table.schema]))
-        if self.started:
-            mode = "append"
-        else:
-            mode = {"fail": "create", "replace": "create", "append": "create_append"}[
-                self.if_exists]
-        target = self.staging or self.name
         try:
-            self.cursor.adbc_ingest(target, table, mode=mode, db_schema_name=self.schema)
+            plain = table.replace_schema_metadata(None)
+            plain = plain.cast(pa.schema([field.remove_metadata() for field in plain.schema]))
+            if not self.started:  # the metadata marks decimals read from a numeric
+                self._begin(table.schema, plain.schema)
+            table = pa.table([self.fits.get(name, _same)(column, name) for name, column in
+                              zip(plain.column_names, plain.columns)], names=plain.column_names)
+            mode = "append" if self.started else self.mode
+            if self.via is not None:
+                self.cursor.adbc_ingest(self.via, table, mode="append", temporary=True)
+                self._move(table.column_names)
+            else:
+                self.cursor.adbc_ingest(self.staging or self.name, table, mode=mode,
+                                        db_schema_name=self.schema)
         except _driver_error() as exc:
             fix = ("make the table's columns match the output's (the input's columns, then "
                    "the score columns) or pass --if-exists replace"
@@ -469,9 +617,91 @@ class _TableSink:
                               f"{_detail(exc, self.url)}; {fix}") from None
         self.started = True
 
+    def _begin(self, schema: pa.Schema, plain: pa.Schema) -> None:
+        """Before the first rows: how each decimal column goes in. SQLite has no
+        decimal type: as float64 (from its exact text). PostgreSQL: a new table gets
+        numeric(p, s) columns (the driver would create numeric, and its COPY drops
+        trailing zeros: 7.50 would be 7.5), those read from an unconstrained numeric
+        made numeric again at the end, which keeps their places; an existing table
+        takes them as its columns are (``_match``)."""
+        decimals = [field for field in schema if pa.types.is_decimal(field.type)]
+        if not decimals:
+            return
+        if self.sqlite:
+            self.fits = {field.name: _as_float for field in decimals}
+        elif self.if_exists == "append" and self.exists():
+            self._match(decimals)
+        else:
+            target = _qualified(self.schema, self.staging or self.name)
+            self.cursor.adbc_ingest(self.staging or self.name, plain.empty_table(),
+                                    mode="create", db_schema_name=self.schema)
+            self.cursor.execute(_numeric_columns(target, decimals))
+            self.relax = [field.name for field in decimals if _unconstrained(field)]
+            self.mode = "append"
+
+    def _match(self, decimals: list[pa.Field]) -> None:
+        """Appending: each decimal column as the table's column takes it. Into
+        numeric(p, s), at the table's scale, checked (its COPY would round a value
+        with more places); into double precision or real, as float64 (a table an
+        earlier version wrote); into an unconstrained numeric, through a temporary
+        table of numeric(p, s) columns, so that its cells keep their places."""
+        qualified = _qualified(self.schema, self.name).replace("'", "''")
+        self.cursor.execute("SELECT attname, atttypid::regtype::text, atttypmod FROM "
+                            f"pg_attribute WHERE attrelid = to_regclass('{qualified}') AND "
+                            "attnum > 0 AND NOT attisdropped")
+        columns = {name: (kind, typmod) for name, kind, typmod in self.cursor.fetchall()}
+        unconstrained = []
+        for field in decimals:
+            kind, typmod = columns.get(field.name, ("", -1))
+            declared = _numeric_typmod(typmod) if kind == "numeric" else None
+            if declared is not None:
+                self.fits[field.name] = self._rescaler(*declared)
+            elif kind == "numeric":
+                unconstrained.append(field)
+            elif kind in ("double precision", "real"):
+                self.fits[field.name] = _as_float
+        if unconstrained:
+            self._through_temporary(unconstrained)
+
+    def _rescaler(self, precision: int, scale: int):
+        """The decimals of a column at ``scale`` places, or an error naming the column
+        where a value has more places than the table's numeric(p, s) keeps."""
+        def rescale(values: pa.ChunkedArray, name: str) -> pa.ChunkedArray:
+            kind = values.type
+            digits = min(max(kind.precision - kind.scale + scale, 1), _MAX_DIGITS)
+            try:
+                return values.cast(_decimal(digits, scale))  # a safe cast: exact or refused
+            except pa.ArrowInvalid:
+                raise OutputError(f"cannot write {sink_name(self.url, self.table)}: its column "
+                                  f"`{name}` is numeric({precision}, {scale}), which would round "
+                                  f"the rows' values (up to {kind.scale} places); round them in "
+                                  f"--query (round({name}, {scale})) or widen the column") from None
+        return rescale
+
+    def _through_temporary(self, columns: list[pa.Field]) -> None:
+        """A temporary table like the table, but for ``columns`` as numeric(p, s): the
+        driver's COPY drops trailing zeros, an INSERT from numeric(p, s) keeps them.
+        It goes with the transaction (or the connection, after a kill -9)."""
+        self.via = self.via_name
+        self.cursor.execute(f"CREATE TEMP TABLE {_quote(self.via)} (LIKE "
+                            f"{_qualified(self.schema, self.name)}) ON COMMIT DROP")
+        self.cursor.execute(_numeric_columns(_quote(self.via), columns))
+
+    def _move(self, names: list[str]) -> None:
+        """The rows of the temporary table into the table, by column name."""
+        columns = ", ".join(_quote(name) for name in names)
+        self.cursor.execute(f"INSERT INTO {_qualified(self.schema, self.name)} ({columns}) "
+                            f"SELECT {columns} FROM {_quote(self.via)}")
+        self.cursor.execute(f"TRUNCATE {_quote(self.via)}")
+
     def finish(self) -> None:
-        """Swap the staging table in (replace), then commit."""
+        """Make numeric again the columns read from one (replace: in the staging
+        table), swap the staging table in (replace), then commit."""
         try:
+            if self.relax:  # numeric(p, s) to numeric: no rewrite, the values as they are
+                self.cursor.execute(
+                    f"ALTER TABLE {_qualified(self.schema, self.staging or self.name)} "
+                    + ", ".join(f"ALTER COLUMN {_quote(name)} TYPE numeric" for name in self.relax))
             if self.staging is not None:
                 self.cursor.execute(f"DROP TABLE IF EXISTS {_qualified(self.schema, self.name)}")
                 self.cursor.execute(f"ALTER TABLE {_qualified(self.schema, self.staging)} "
@@ -481,6 +711,27 @@ class _TableSink:
             raise OutputError(f"cannot write {sink_name(self.url, self.table)}: "
                               f"{_detail(exc, self.url)}; check the table (views or other "
                               "objects that depend on it block --if-exists replace)") from None
+
+
+def _same(values: pa.ChunkedArray, name: str) -> pa.ChunkedArray:
+    return values
+
+
+def _as_float(values: pa.ChunkedArray, name: str) -> pa.ChunkedArray:
+    """Decimals as float64 through their exact text, which Arrow's parser rounds
+    correctly (its decimal-to-float cast can be an ulp off)."""
+    return pc.cast(pc.cast(values, pa.string()), pa.float64())
+
+
+def _unconstrained(field: pa.Field) -> bool:
+    return (field.metadata or {}).get(_PG_TYPE) == _UNCONSTRAINED[_PG_TYPE]
+
+
+def _numeric_columns(table: str, columns: list[pa.Field]) -> str:
+    """ALTER TABLE giving each decimal column numeric(p, s) (the table still empty)."""
+    return f"ALTER TABLE {table} " + ", ".join(
+        f"ALTER COLUMN {_quote(field.name)} TYPE numeric({field.type.precision}, "
+        f"{field.type.scale})" for field in columns)
 
 
 @contextlib.contextmanager
