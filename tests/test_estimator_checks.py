@@ -1,7 +1,8 @@
 """VAEAnomalyDetector is a real scikit-learn estimator: it passes scikit-learn's own
-estimator checks, but for the ones listed in EXPECTED_FAILURES with their reasons,
-and works inside Pipeline, clone and pickle with numpy input, while pandas and
-Arrow input keep every feature (issue 28)."""
+estimator checks, every one of them (``contamination`` a share flags that share of the
+training rows, as check_outliers_train and check_outliers_fit_predict expect), and
+works inside Pipeline, clone and pickle with numpy input, while pandas and Arrow input
+keep every feature (issue 28)."""
 
 from __future__ import annotations
 
@@ -19,23 +20,10 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 from conftest import make_records
 from vae_anomaly import InputError, VAEAnomalyDetector
 
-# Each check named here fails for a stated reason; xfail_strict makes one that starts
-# to pass fail the suite, so the list cannot go stale.
-CONTAMINATION_MEANS_SOMETHING_ELSE = (
-    "`contamination` here is robust training's share of training rows left out of the "
-    "gradient (auto by default), not the share of rows to flag; the flag rate is set "
-    "by `fpr` on held-out rows, so setting contamination=0.1 does not flag 10% of the "
-    "training rows, as this check expects of IsolationForest-style detectors")
-EXPECTED_FAILURES = {
-    "check_outliers_train": CONTAMINATION_MEANS_SOMETHING_ELSE,
-    "check_outliers_fit_predict": CONTAMINATION_MEANS_SOMETHING_ELSE,
-}
 FAST = {"epochs": 2, "calibration_fits": 0}
 
 
-@parametrize_with_checks([VAEAnomalyDetector(**FAST)],
-                         expected_failed_checks=lambda estimator: EXPECTED_FAILURES,
-                         xfail_strict=True)
+@parametrize_with_checks([VAEAnomalyDetector(**FAST)])
 def test_scikit_learn_estimator_checks(estimator, check):
     check(estimator)
 

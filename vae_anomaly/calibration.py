@@ -6,7 +6,10 @@ the split-conformal threshold (``threshold_at``) and p-values
 (``conformal_p_values``); with confirmed anomalies, the held-out rows left out as
 their likely siblings (``unconfirmed_siblings``) and the exponential tail that then
 sets the threshold and the p-values above it (``calibrated_threshold``,
-``calibrated_p_values``). docs/method.md gives the reasoning and the counts.
+``calibrated_p_values``). With ``contamination`` a share, the threshold is instead
+the one that flags that share of the training rows (``share_threshold``), as in
+scikit-learn's outlier detectors; the p-values stay conformal. docs/method.md gives
+the reasoning and the counts.
 """
 
 from __future__ import annotations
@@ -192,13 +195,49 @@ def calibrated_p_values(calibration_scores: np.ndarray, scores: np.ndarray,
     return p_values
 
 
+def share_threshold(scores: np.ndarray, share: float) -> float:
+    """The anomaly score above which ``share`` of ``scores`` lie, set as scikit-learn's
+    IsolationForest sets ``offset_`` (``score_samples`` is the negated score):
+    the ``share`` percentile of the negated scores, interpolated linearly. With no
+    ties, ceil(share * (n - 1)) of the n scores are above it: 30 of 300 at 0.1."""
+    negated = -np.asarray(scores, dtype=np.float64)
+    return float(-np.percentile(negated, 100 * share))
+
+
+def share_threshold_record(scores: dict[str, np.ndarray], share: float) -> dict:
+    """What the model file keeps of a threshold set by ``contamination`` (its training
+    summary's ``share_threshold``): the share, how many training rows were scored,
+    and the threshold of each score kind, which loading cannot recompute."""
+    rows = len(next(iter(scores.values())))  # every kind scores the same rows
+    return {"share": share, "rows": rows,
+            "thresholds": {kind: share_threshold(values, share)
+                           for kind, values in scores.items()}}
+
+
+def share_source(record: dict) -> str:
+    """A threshold set by ``contamination``, in words (fit line, info, report)."""
+    return (f"flags {100 * record['share']:.1f}% of the {record['rows']} training rows, "
+            f"as --contamination {record['share']:g} asks")
+
+
 def calibration_source(training: dict) -> str:
-    """Where a model's threshold came from, in words, from its ``training`` summary
-    (model files from before the calibration fits lack the counts)."""
+    """Where a model's threshold came from, in words, from its ``training`` summary:
+    the training rows a ``contamination`` share flags, or the held-out scores (model
+    files from before the calibration fits lack the counts)."""
+    if training.get("share_threshold"):
+        return share_source(training["share_threshold"])
     rows = training.get("calibration_rows") or training["validation_rows"]
     fits = training.get("calibration_fits", 0)
     return (f"set on {rows} held-out scores" + (f" from {fits + 1} fits" if fits else "")
             + "".join(f", {note}" for note in calibration_notes(training)))
+
+
+def threshold_source(training: dict, fpr: float) -> str:
+    """Where a model's threshold came from, with the false-positive rate it targets
+    when held-out scores set it (`info`, the report)."""
+    if training.get("share_threshold"):
+        return calibration_source(training)
+    return f"target false-positive rate {fpr}, {calibration_source(training)}"
 
 
 def calibration_notes(training: dict) -> list[str]:

@@ -153,6 +153,16 @@ class _EpochProgress:
                                          f"val loss {stats.val_loss:.3f}")
 
 
+def _threshold_origin(s: "FitSummary") -> str:
+    """Where the fit line says the threshold came from: the share of the training rows
+    that --contamination SHARE flags, or the held-out scores."""
+    from .calibration import share_source
+
+    if s.share_threshold:
+        return share_source(s.share_threshold)
+    return f"from {s.calibration_rows} held-out scores{_calibration_text(s)}"
+
+
 def _calibration_text(s: "FitSummary") -> str:
     """The fit line's brackets after its held-out scores: the extra fits, then the
     held-out rows left out of the threshold and its exponential tail
@@ -228,17 +238,21 @@ def fit(
         help="Size of the latent code z. Default: from the number of inputs.")] = None,
     beta: Annotated[float, typer.Option(help="Weight of the KL term in the training loss.")] = DEFAULT_BETA,
     fpr: Annotated[float, typer.Option(
-        help="Target false-positive rate that sets the threshold on held-out normal rows.")] = DEFAULT_FPR,
+        help="Target false-positive rate that sets the threshold on held-out normal rows "
+             "(with --contamination auto or 0).")] = DEFAULT_FPR,
     calibration_fits: Annotated[int, typer.Option(
         help="Extra fits on files under 6,000 rows, each holding out other rows, so that "
              "about 600 held-out scores set the threshold. 0: only the validation rows "
              "(faster, noisier threshold).")] = 2,
     contamination: Annotated[str, typer.Option(
         metavar="auto|0|SHARE",
-        help="Training rows whose loss stands far out in the tail leave the gradient, "
-             "re-decided each epoch, and are reported as training outliers. auto: only "
-             "rows far beyond the rest; SHARE (up to 0.2): that share of the rows; 0: "
-             "train on every row.")] = "auto",
+        help="The share of anomalies expected in DATA. SHARE (above 0, up to 0.5): the "
+             "threshold flags that share of DATA's rows (confirmed anomalies aside), as "
+             "scikit-learn's outlier detectors do, and that share of the rows, at most 0.2, "
+             "leaves the gradient. auto: --fpr on held-out rows sets the threshold, and "
+             "only rows whose loss stands far beyond the rest leave the gradient; 0: that "
+             "threshold, training on every row. Rows left out, re-decided each epoch, are "
+             "reported as training outliers.")] = "auto",
     training_outliers: Annotated[Optional[Path], typer.Option(
         metavar="PATH",
         help="Also write the training rows judged anomalous, most anomalous first, with "
@@ -268,7 +282,8 @@ def fit(
     rows (at least 200, up to 30%) are held out to stop training early and to set
     the anomaly threshold. On files under 6,000 rows, up to --calibration-fits extra
     fits each hold out other rows, so that about 600 held-out scores set the
-    threshold. Rows whose loss stands far out (broken records) leave the training
+    threshold; with --contamination SHARE, the threshold flags that share of DATA
+    instead. Rows whose loss stands far out (broken records) leave the training
     and are counted, or listed with --training-outliers. Rows confirmed as
     anomalous (--known-anomalies or --label-column) are trained against, so that
     their unconfirmed look-alikes in DATA score high too. The model file is
@@ -301,9 +316,7 @@ def fit(
         console.print(
             f"Trained on {s.train_rows} rows ({s.validation_rows} held out) for {s.epochs_run} "
             f"epochs in {s.seconds:.1f}s on {s.device}; threshold {result.threshold:.4g} "
-            f"from {s.calibration_rows} held-out scores"
-            f"{_calibration_text(s)}; "
-            f"saved {model}", markup=False)
+            f"{_threshold_origin(s)}; saved {model}", markup=False)
         console.print(_training_outliers_text(s.training_outliers, s.rows, training_outliers),
                       markup=False)
         if s.known_anomalies:
@@ -552,22 +565,20 @@ def info(
 def _render_info(d: dict) -> None:
     from rich.table import Table
 
-    from .calibration import calibration_source
-
     console = Console(highlight=False)
     columns = Table(title=f"Columns of {d['path']}")
     for heading in ("column", "kind", "details"):
         columns.add_column(heading)
     for column in d["columns"]:
-        columns.add_row(column["name"], column["kind"], column["details"])
+        logical = f" ({column['logical']})" if column["logical"] else ""
+        columns.add_row(column["name"], column["kind"] + logical, column["details"])
     for name, reason in d["ignored_columns"].items():
         columns.add_row(name, "ignored", reason)
     console.print(columns)
     t = d["training"]
     summary = Table(show_header=False, title="Model")
     for key, value in [
-        ("threshold", f"{d['threshold']:.6g} (target false-positive rate {d['fpr']}, "
-                      f"{calibration_source(t)})"),
+        ("threshold", f"{d['threshold']:.6g} ({d['threshold_source']})"),
         ("score", f"Monte Carlo negative ELBO, K = {d['samples']} draws, seed {d['seed']}"),
         ("architecture", d["architecture_summary"]),
         ("training rows", f"{t['train_rows']} (+{t['validation_rows']} held out)"),

@@ -17,6 +17,7 @@ fitting.py, the threshold and its calibration fits in calibration.py, and
 
 from __future__ import annotations
 
+import dataclasses
 import platform
 import time
 import warnings
@@ -32,7 +33,7 @@ from ._version import __version__
 from .artifact import write_model
 from .calibration import (MAX_CALIBRATION_FITS, TAIL_SHARE, calibrated_p_values,
                           calibrated_threshold, calibration_folds, fold_seed,
-                          unconfirmed_siblings, validation_size)
+                          share_threshold_record, unconfirmed_siblings, validation_size)
 from .data import to_arrow
 from .defaults import DEFAULT_BETA, DEFAULT_FPR, DEFAULT_SAMPLES, SCORE_KINDS
 from .errors import InputError
@@ -42,7 +43,7 @@ from .fitting import Exposure, FitLabel, SplitFit, fit_split, unlabelled
 from .health import HealthMonitor
 from .known import KnownRows, resolve_known
 from .params import check_params, check_score_options, names, resolve_device
-from .preprocessing import EncodedBatch
+from .preprocessing import EncodedBatch, Preprocessor
 from .scoring import ScoreParts, row_keys, score_rows
 from .training import TrainingCallback, TrainingConfig
 
@@ -102,6 +103,9 @@ class Detector:
                              f"{MIN_TRAINING_ROWS} rows of normal records")
         device = resolve_device(self.device)
         known = self._known(frame, known_anomalies, source)
+        frame, order = self._in_canonical_order(frame, source)
+        if known is not None:
+            known = dataclasses.replace(known, in_data=known.in_data[order])
         train_index, val_index = self._split(frame.num_rows, known)
         folds = calibration_folds(train_index, val_index, self.seed, self.calibration_fits)
         exposures = _exposures(known, len(folds), self.seed)
@@ -121,7 +125,8 @@ class Detector:
         kept = ~self._siblings(scores[self.score_kind], fits)
         self.calibration_scores_ = {kind: np.sort(values[kept]) for kind, values in scores.items()}
         self.calibration_tail_ = TAIL_SHARE if known is not None else 0.0
-        self.training_outliers_ = main.outliers
+        self.share_threshold_ = self._share_threshold(frame, known, source)
+        self.training_outliers_ = main.outliers.renumbered(order)
         result = main.result
         self.summary_ = FitSummary(
             rows=frame.num_rows, train_rows=len(train_index), validation_rows=len(val_index),
@@ -132,8 +137,38 @@ class Detector:
             calibration_rows=int(kept.sum()), calibration_fits=len(calibration) - 1,
             calibration_left_out=int(len(kept) - kept.sum()),
             calibration_tail=self.calibration_tail_,
-            training_outliers=len(main.outliers.rows), **self._known_counts(known, fits))
+            training_outliers=len(main.outliers.rows), share_threshold=self.share_threshold_,
+            **self._known_counts(known, fits))
         return self
+
+    def _share_threshold(self, frame: pa.Table, known: KnownRows | None,
+                         source: str) -> dict | None:
+        """With ``contamination`` a share, the threshold that flags that share of the
+        rows given to fit, training and held-out alike, as scikit-learn's outlier
+        detectors set theirs (calibration.share_threshold_record); None for auto and 0,
+        whose threshold the held-out scores set. Rows matching a confirmed anomaly are
+        not normal rows and count for nothing. The rows are scored as ``score`` scores
+        them by default (on the CPU, same samples, seed and per-row draws), so that
+        ``predict`` on them flags that share exactly."""
+        if self.contamination == "auto" or self.contamination == 0:
+            return None
+        encoded = self.preprocessor_.transform(frame, source=source)
+        cpu = resolve_device("cpu")
+        self.model_.to(cpu)
+        parts = self._score_encoded(encoded, row_keys(encoded), self.samples, self.seed, cpu)
+        normal = slice(None) if known is None else ~known.in_data
+        return share_threshold_record({kind: parts.score(kind)[normal] for kind in SCORE_KINDS},
+                                      self.contamination)
+
+    def _in_canonical_order(self, frame: pa.Table, source: str) -> tuple[pa.Table, np.ndarray]:
+        """The rows sorted by their feature cells' content keys, and the permutation
+        (``order[i]``: the given row now at ``i``). The split, the mini-batches and
+        the scaling then follow the rows' values, not the order a file or a query
+        happened to give them in, so the same rows make the same model."""
+        kinds = Preprocessor().fit(frame, categorical=names(self.categorical),
+                                   exclude=names(self.exclude), source=source)
+        order = np.argsort(kinds.content_keys(frame, source), kind="stable")
+        return frame.take(order), order
 
     def _siblings(self, scores: np.ndarray, fits: list[SplitFit]) -> np.ndarray:
         """The held-out rows the threshold leaves out as likely unconfirmed anomalies
@@ -277,8 +312,12 @@ class Detector:
         return top_columns(contributions, self.preprocessor_.feature_names, top)
 
     def threshold_for(self, kind: str) -> float:
-        """The threshold for score ``kind``: the (1 - fpr) quantile of its calibration
-        scores (with confirmed rows, of their exponential tail: calibration.py)."""
+        """The threshold for score ``kind``: with ``contamination`` a share, the one that
+        flagged that share of the training rows; else the (1 - fpr) quantile of its
+        calibration scores (with confirmed rows, of their exponential tail:
+        calibration.py)."""
+        if self.share_threshold_ is not None:
+            return self.share_threshold_["thresholds"][kind]
         return calibrated_threshold(self.calibration_scores_[kind], self.fpr,
                                     self.calibration_tail_)
 
@@ -322,7 +361,7 @@ class Detector:
             "preprocessing": self.preprocessor_.to_state(),
             "threshold": float(self.threshold_),
             "thresholds": {kind: self.threshold_for(kind) for kind in SCORE_KINDS},
-            "training": vars(self.summary_),
+            "training": self.summary_.to_dict(),
             "versions": {"vae_anomaly": __version__, "torch": torch.__version__,
                          "python": platform.python_version()},
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),

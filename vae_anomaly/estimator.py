@@ -4,8 +4,9 @@ It is detector.py's ``Detector`` (fit, score, explain, save) with scikit-learn's
 conventions on top: ``OutlierMixin`` and ``BaseEstimator``, honest tags, numpy
 input checked by ``validate_data``, ``decision_function`` / ``offset_``,
 ``fit_predict``, ``NotFittedError`` and ``n_features_in_`` / ``feature_names_in_``.
-It passes scikit-learn's ``check_estimator`` but for the checks listed in
-tests/test_estimator_checks.py, each with its reason.
+It passes every check of scikit-learn's ``check_estimator``
+(tests/test_estimator_checks.py): ``contamination`` a share flags that share of the
+training rows, as IsolationForest's does.
 
 The command line uses ``Detector`` itself: scikit-learn takes a second to import
 and no command needs it.
@@ -48,6 +49,9 @@ class VAEAnomalyDetector(OutlierMixin, Detector, BaseEstimator):
     ``x0``, ``x1``, ..., matched by position). Missing values (NaN, None) are
     allowed. ``score_samples`` is the negated anomaly score (lower is more
     abnormal), ``decision_function`` is negative for the rows ``predict`` flags (-1).
+    ``contamination``: a share (up to 0.5) sets ``offset_`` so that that share of the
+    training rows is flagged, as in IsolationForest; "auto" (the default) and 0 set
+    it at ``fpr`` on held-out rows.
     """
 
     def __sklearn_tags__(self):

@@ -49,6 +49,19 @@ class FitSummary:
     known_flagged: int = 0
     known_heldout: int = 0
     known_heldout_flagged: int = 0
+    # With ``contamination`` a share: the threshold flags that share of the training
+    # rows (calibration.share_threshold_record: share, rows scored, a threshold per
+    # score kind). None: held-out scores set it at ``fpr`` (auto, 0, or a model file
+    # from before it, whatever its contamination); the model file then lacks the key.
+    share_threshold: dict | None = None
+
+    def to_dict(self) -> dict:
+        """The model file's ``training`` section: every field, but share_threshold only
+        where it is set, so that models fitted without it stay as they were."""
+        record = dict(vars(self))
+        if record.get("share_threshold") is None:
+            record.pop("share_threshold", None)
+        return record
 
 
 @dataclass
@@ -58,6 +71,13 @@ class TrainingOutliers:
 
     rows: np.ndarray
     scores: np.ndarray
+
+    def renumbered(self, order: np.ndarray) -> TrainingOutliers:
+        """The same rows, numbered in the data as given: the fit saw its rows in the
+        canonical ``order`` (``order[i]`` is the given row at position ``i``)."""
+        rows = order[self.rows]
+        by_row = np.argsort(rows, kind="stable")
+        return TrainingOutliers(rows[by_row], self.scores[by_row])
 
 
 def known_anomalies_text(training: dict) -> str:

@@ -10,6 +10,7 @@ Loading never executes code from the file (artifact.py reads it).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import SimpleNamespace
@@ -23,6 +24,7 @@ from .errors import InputError, ModelFileError
 from .fit_summary import FitSummary, TrainingOutliers
 from .params import check_params, is_int, is_real
 from .preprocessing import Preprocessor
+from .rejection import MAX_CONTAMINATION_SHARE
 
 if TYPE_CHECKING:
     from .detector import Detector
@@ -130,6 +132,9 @@ def _rebuild(metadata: dict, tensors: dict[str, np.ndarray],
     detector.model_.eval()
     detector.calibration_scores_ = parts.calibration_scores
     detector.calibration_tail_ = parts.summary.calibration_tail
+    # Files without the record (from before it, or fitted with auto or 0) keep the
+    # threshold their held-out scores set at fpr, whatever their contamination.
+    detector.share_threshold_ = parts.summary.share_threshold
     detector.summary_ = parts.summary
     detector.training_outliers_ = parts.training_outliers
     detector.metadata_ = metadata
@@ -155,3 +160,19 @@ def _check_consistent(parts: ModelParts, config: dict) -> None:
     tail = summary.calibration_tail
     if not (is_real(tail) and 0 <= tail < 0.5):
         raise ValueError(f"its calibration tail share {tail!r} is not between 0 and 0.5")
+    if summary.share_threshold is not None and not _is_share_record(summary.share_threshold):
+        raise ValueError("its contamination threshold is not a share with a threshold "
+                         "for each score kind")
+
+
+def _is_share_record(record) -> bool:
+    """Whether a training summary's ``share_threshold`` is one fit could have written
+    (calibration.share_threshold_record)."""
+    try:
+        share, rows, thresholds = record["share"], record["rows"], record["thresholds"]
+        return (is_real(share) and 0 < share <= MAX_CONTAMINATION_SHARE
+                and is_int(rows) and rows >= 1
+                and all(is_real(thresholds[kind]) and not math.isnan(thresholds[kind])
+                        for kind in SCORE_KINDS))
+    except (KeyError, TypeError):
+        return False

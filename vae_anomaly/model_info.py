@@ -5,6 +5,7 @@ that `info` answers at once."""
 from __future__ import annotations
 
 from .artifact import FORMAT_NAME, FORMAT_VERSION
+from .calibration import threshold_source
 from .fit_summary import known_anomalies_text
 from .loading import read_checked
 from .preprocessing import NUMERIC
@@ -28,6 +29,7 @@ def describe_model(model_path) -> dict:
         "columns": [_describe_column(c) for c in meta["preprocessing"]["columns"]],
         "ignored_columns": meta["preprocessing"]["ignored"],
         "threshold": meta["threshold"],
+        "threshold_source": threshold_source(training, meta["params"]["fpr"]),
         "fpr": meta["params"]["fpr"],
         "samples": meta["params"]["samples"],
         "seed": meta["params"]["seed"],
@@ -59,4 +61,6 @@ def _describe_column(column: dict) -> dict:
                    f"{column['max']:.4g}], missing {column['missing_rate']:.1%}")
     else:
         details = f"{len(column['levels']) + len(column['rare_levels'])} levels"
-    return {"name": column["name"], "kind": column["kind"], "details": details}
+    # Model files from before logical types (2026-12-07) have none: null.
+    return {"name": column["name"], "kind": column["kind"], "logical": column.get("logical"),
+            "details": details}

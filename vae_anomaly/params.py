@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from .defaults import MAX_SAMPLES, SCORE_KINDS
 from .errors import InputError
-from .rejection import MAX_CONTAMINATION, parse_contamination
+from .rejection import MAX_CONTAMINATION, MAX_CONTAMINATION_SHARE, parse_contamination
 
 if TYPE_CHECKING:
     import torch
@@ -70,8 +70,10 @@ def _fit_checks(d) -> list[tuple[bool, str]]:
          f"(got {d.validation_fraction})"),
         (d.epochs is None or d.epochs >= 1, "--epochs must be at least 1"),
         (is_contamination(d.contamination),
-         f"--contamination must be auto or a share between 0 and {MAX_CONTAMINATION} "
-         f"(got {d.contamination!r})"),
+         f"--contamination must be auto or a share between 0 and {MAX_CONTAMINATION_SHARE} "
+         f"(got {d.contamination!r}): the expected share of anomalies in the training "
+         f"rows, which the threshold flags; at most {MAX_CONTAMINATION} of the rows also "
+         f"leave the gradient"),
         (0 <= d.calibration_fits <= 100,
          f"--calibration-fits must be between 0 and 100 (got {d.calibration_fits})"),
         (d.batch_size is None or d.batch_size >= 1, "--batch-size must be at least 1"),

@@ -145,7 +145,7 @@ def _model_section(info: dict, detector: Detector, scored_path,
         "Score": f"{detector.score_kind} (negative ELBO)" if detector.score_kind == "elbo"
         else f"{detector.score_kind} (importance-weighted bound)",
         "Threshold": f"{info['threshold']:.6g} ({calibration_source(training)})",
-        "Target false-positive rate": f"{info['fpr']:.3g}",
+        **_threshold_target(info),
         "Training rows": f"{training['train_rows']} + {training['validation_rows']} held out",
         "Training rows judged anomalous": info["training_outliers"],
         "Known anomalies": info["known_anomalies"],
@@ -159,6 +159,14 @@ def _model_section(info: dict, detector: Detector, scored_path,
     body = (f'<p class="sub">{escape(str(info["path"]))}: {escape(info["format"])} format '
             f'{escape(str(info["format_version"]))}</p>\n' + _facts(facts))
     return _section("model", "Model", body + "\n" + _columns_table(info))
+
+
+def _threshold_target(info: dict) -> dict:
+    """The rate the threshold aims at: the target false-positive rate, or nothing where
+    a contamination share set it (the Threshold line gives the share)."""
+    if info["training"].get("share_threshold"):
+        return {}
+    return {"Target false-positive rate": f"{info['fpr']:.3g}"}
 
 
 def _batch_facts(path: Path, scored: pd.DataFrame, threshold: float) -> dict:
