@@ -50,7 +50,7 @@ def data(tmp_path_factory, tiny_model) -> Path:
     (folder / "data").mkdir()
     for index, name in enumerate(PARTITIONS):
         frame = make_records(40, seed=20 + index, first_id=1000 * index)
-        frame.loc[:2, "y"] = frame.loc[:2, "x"] * -3  # broken relationship: anomalies
+        frame.loc[:2, "y"] = frame.loc[:2, "x"] * -3 + 12  # far off the relation: anomalies
         if name.endswith(".parquet"):
             frame.to_parquet(folder / "data" / name, index=False)
         else:

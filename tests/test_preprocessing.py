@@ -22,10 +22,9 @@ def fitted():
 
 def test_kinds_come_from_the_data(fitted):
     kinds = {c["name"]: (c["kind"], c["logical"]) for c in fitted.columns}
-    # A boolean is a number, 0 or 1, as SQLite stores it (logical_types.py).
     assert kinds == {"x": ("numeric", "decimal"), "y": ("numeric", "decimal"),
                      "amount": ("numeric", "decimal"), "colour": ("categorical", "text"),
-                     "member": ("numeric", "boolean")}
+                     "member": ("categorical", "boolean")}
     assert fitted.ignored == {"id": "excluded with --exclude"}
 
 
@@ -112,6 +111,30 @@ def test_a_format_1_column_state_still_encodes_with_asinh():
     expected = (np.arcsinh((np.array([2.0, 6.0, 1e9]) - 2.0) / 4.0) - 0.1) / 0.5
     np.testing.assert_allclose(batch.numeric[:, 0], expected, rtol=1e-6)
     np.testing.assert_array_equal(batch.nll_offset, 0.0)
+
+
+def test_columns_without_a_logical_type_keep_the_mapping_they_were_trained_with():
+    """Model files from before logical types: a category keeps its levels as the CSV
+    text was ("3.0", "True"), and a numeric column still refuses true/false."""
+    code = {"name": "code", "kind": "categorical", "levels": ["3.0", "4.0"],
+            "rare_levels": [], "missing_rate": 0.0}
+    pre = Preprocessor.from_state({"max_levels": 100, "max_rare_levels": 5000,
+                                   "columns": [code], "ignored": {}})
+    codes = pre.transform(pd.DataFrame({"code": ["3.0", "4.0", "3"]})).categories[:, 0]
+    assert codes.tolist() == [3, 4, UNKNOWN_CODE]
+    fitted_now = Preprocessor().fit(pd.DataFrame({"code": ["3.0", "4.0"] * 10}),
+                                    categorical=["code"])
+    assert fitted_now.columns[0]["levels"] == ["3", "4"]  # one level for 3, 3.0 and "3.0"
+    legacy_number = {"name": "v", "kind": "numeric", "median": 0.0, "spread": 1.0, "mean": 0.0,
+                     "std": 1.0, "has_missing": False, "min": 0.0, "max": 1.0,
+                     "missing_rate": 0.0, "knots": [0.0, 1.0], "knot_scores": [-1.0, 1.0]}
+    pre = Preprocessor.from_state({"max_levels": 100, "max_rare_levels": 5000,
+                                   "columns": [legacy_number], "ignored": {}})
+    with pytest.raises(InputError, match="holds true/false values, not numbers"):
+        pre.transform(pd.DataFrame({"v": [True, False]}))
+    with pytest.raises(ValueError, match="unknown logical type 'bool'"):
+        Preprocessor.from_state({"max_levels": 100, "max_rare_levels": 5000,
+                                 "columns": [{**code, "logical": "bool"}], "ignored": {}})
 
 
 def test_unseen_and_missing_categories_get_their_own_codes(fitted):

@@ -16,12 +16,15 @@ source stored them, and the model file records it:
   2024-06-01 13:45:07.25 or 2024-06-01 01:00:00+00 (offsets +00, +05:30, Z);
 - ``text``: anything else.
 
-The four number types reach the model as float64 (``to_numbers``): booleans as 0/1,
-text through an exact parser, decimals through their exact text (Arrow's
-decimal-to-float cast can be an ulp off, and a value on a knot of the quantile map
-would then get another slope). Categories are canonical text (``to_levels``):
-True/False, whole numbers without a fraction, other numbers in their shortest
-round-trip form, timestamps in one ISO form (in UTC where they had an offset).
+Integers, decimals and floats are numeric columns: float64 for the model
+(``to_numbers``), text through an exact parser, decimals through their exact text
+(Arrow's decimal-to-float cast can be an ulp off, and a value on a knot of the
+quantile map would then get another slope). Booleans are categories, True and
+False (a softmax over two levels is their likelihood; as Gaussian numbers they
+were worse on every measure: docs/benchmarks.md). Categories are canonical text
+(``to_levels``): True/False, whole numbers without a fraction, other numbers in
+their shortest round-trip form, timestamps in one ISO form (in UTC where they had
+an offset).
 A cell that cannot be mapped onto its column's type is an InputError naming the
 column, the value, the row and the fix; it never becomes a silent unseen category.
 
@@ -43,7 +46,8 @@ from .errors import InputError
 BOOLEAN, INTEGER, DECIMAL, FLOATING, DATETIME, TEXT = (
     "boolean", "integer", "decimal", "floating", "datetime", "text")
 LOGICAL_TYPES = (BOOLEAN, INTEGER, DECIMAL, FLOATING, DATETIME, TEXT)
-NUMBER_TYPES = (BOOLEAN, INTEGER, DECIMAL, FLOATING)
+# The types that are numeric columns (unless --categorical); booleans are categories.
+NUMBER_TYPES = (INTEGER, DECIMAL, FLOATING)
 TRUE_WORDS = ("true", "t", "yes")
 FALSE_WORDS = ("false", "f", "no")
 # Places a decimal column's values may have; beyond them a number is "floating".
@@ -62,7 +66,8 @@ MISSING_TOKENS = ("", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", 
 # 2024-06-01 01:00:00+00 (psql), 2024/06/01.
 DATE_PATTERN = (r"^\s*\d{4}[-/]\d{1,2}[-/]\d{1,2}([ T]\d{1,2}:\d{2}(:\d{2}(\.\d+)?)?"
                 r"\s*(Z|[+-]\d{2}(:?\d{2})?)?)?\s*$")
-_OFFSET_PATTERN = r"(Z|[+-]\d{2}(:?\d{2})?)\s*$"
+# A time of day followed by its offset (not the "-01" that ends a plain date).
+_OFFSET_PATTERN = r"\d:\d{2}(:\d{2}(\.\d+)?)?\s*(Z|[+-]\d{2}(:?\d{2})?)\s*$"
 
 
 @functools.cache
@@ -258,8 +263,9 @@ def looks_numeric(values) -> bool:
 # ----- categories ------------------------------------------------------------------------
 def to_levels(values, logical: str, column: str, source: str, first_row: int = 0) -> pa.Array:
     """A categorical column's cells as canonical text, null where missing: True/False
-    for booleans, numbers in one form (3 for 3.0 and "3.0"), timestamps in one ISO
-    form; text columns keep their text."""
+    for booleans (any spelling, or 1/0; another number is a level of its own, one
+    training never saw), numbers in one form (3 for 3.0 and "3.0"), timestamps in
+    one ISO form; text columns keep their text."""
     if logical == TEXT:
         return cell_text(values)
     if logical == DATETIME:

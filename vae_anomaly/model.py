@@ -185,16 +185,32 @@ def reconstruction_nll(out: DecoderOutput, numeric: torch.Tensor, indicators: to
                                                        reduction="none")
     # log_softmax is one fused kernel each way, where logsumexp minus the level's logit
     # was several small ones: about 60 of a CPU training step's 3,000 microseconds.
-    category_nll = [
-        -torch.log_softmax(logits, -1).gather(
-            -1, codes[:, j].expand(*logits.shape[:-1]).unsqueeze(-1))
-        for j, logits in enumerate(torch.split(out.category_logits, category_sizes, dim=-1))
-    ]
+    # Neighbouring columns of one size (a file's many booleans) share one call.
+    category_nll, column, start = [], 0, 0
+    for size, count in _runs(category_sizes):
+        width = size * count
+        logits = out.category_logits[..., start:start + width]
+        logits = logits.reshape(*logits.shape[:-1], count, size)
+        levels = codes[:, column:column + count].expand(*logits.shape[:-1])
+        category_nll.append(-torch.log_softmax(logits, -1).gather(
+            -1, levels.unsqueeze(-1)).squeeze(-1))
+        column, start = column + count, start + width
     if category_nll:
         categories = torch.cat(category_nll, dim=-1)
     else:
         categories = numeric.new_zeros(*out.numeric_mean.shape[:-1], 0)
     return NLLTerms(numeric_nll, indicator_nll, categories)
+
+
+def _runs(sizes: list[int]) -> list[tuple[int, int]]:
+    """(size, count) for each run of neighbouring equal sizes: [5, 5, 7] -> [(5, 2), (7, 1)]."""
+    runs: list[tuple[int, int]] = []
+    for size in sizes:
+        if runs and runs[-1][0] == size:
+            runs[-1] = (size, runs[-1][1] + 1)
+        else:
+            runs.append((size, 1))
+    return runs
 
 
 def negative_elbo(model: TabularVAE, numeric: torch.Tensor, indicators: torch.Tensor,

@@ -25,8 +25,9 @@ import pyarrow.compute as pc
 
 from .data import is_text, plain_array, to_arrow
 from .errors import InputError
-from .logical_types import (DATETIME, DECIMAL, LOGICAL_TYPES, NUMBER_TYPES, cell_text, content_keys,
-                            decimal_places, logical_type, missing_mask, to_levels, to_numbers)
+from .logical_types import (BOOLEAN, DATETIME, DECIMAL, LOGICAL_TYPES, NUMBER_TYPES, cell_text,
+                            content_keys, decimal_places, logical_type, missing_mask,
+                            to_levels, to_numbers)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -161,7 +162,8 @@ class Preprocessor:
                                "training never saw (derive numbers such as the hour or weekday "
                                f"to use them, or pass --categorical {name})")
             return None
-        stray = None if force_categorical else _stray_text(values, missing)
+        # A boolean column's 1/0 cells are no numbers among stray words.
+        stray = None if force_categorical or logical == BOOLEAN else _stray_text(values, missing)
         text = to_levels(values, logical, name, "the training data")
         counts = _level_counts(text)
         if not force_categorical and len(counts) == (~missing).sum() >= 20:
