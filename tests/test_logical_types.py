@@ -97,3 +97,30 @@ def test_content_keys_depend_on_the_values_only():
     # -0.0 and 0.0, and NaNs of any payload, are one value.
     assert (content_keys([np.array([0.0, np.nan])], 2)
             == content_keys([np.array([-0.0, np.float64("nan") * -1])], 2)).all()
+
+
+def test_integer_levels_keep_every_digit_from_text_and_typed_columns():
+    text = pa.array(["007", "+3", "3.0", "-0", "100000000000000001", "", "2.5"])
+    assert to_levels(text, "integer", "id", "x").to_pylist() == [
+        "7", "3", "3", "0", "100000000000000001", None, "2.5"]
+    typed = pa.array([7, 3, 100000000000000001, 100000000000000002, None])
+    assert to_levels(typed, "integer", "id", "x").to_pylist() == [
+        "7", "3", "100000000000000001", "100000000000000002", None]
+
+
+def test_a_pandas_categorical_maps_as_its_values_do():
+    values = pd.Series(pd.Categorical(["a", "", "b", None]))
+    frame = pd.DataFrame({"c": values, "v": [1.0, 2.0, 3.0, 4.0]})
+    fitted = Preprocessor().fit(frame)
+    plain = frame.assign(c=values.astype(object))
+    assert fitted.columns[0]["levels"] == Preprocessor().fit(plain).columns[0]["levels"]
+    np.testing.assert_array_equal(fitted.transform(frame).categories,
+                                  fitted.transform(plain).categories)
+
+
+def test_decimals_are_written_to_csv_in_plain_notation():
+    from vae_anomaly.data import csv_rows
+
+    small = pa.array([decimal.Decimal("0"), decimal.Decimal("0.000000001"), None],
+                     pa.decimal128(20, 9))
+    assert csv_rows(pa.table({"d": small})) == b"0.000000000\n0.000000001\n\n"

@@ -554,7 +554,8 @@ def csv_rows(table: pa.Table) -> bytes:
 
 
 def _csv_cells(column: pa.ChunkedArray) -> pa.ChunkedArray:
-    text = pc.cast(column, pa.large_string())
+    text = _decimal_text(column) if pa.types.is_decimal(column.type) else \
+        pc.cast(column, pa.large_string())
     if not _may_hold_special(column):
         return text
     special = pc.match_substring_regex(text, _CSV_SPECIAL)
@@ -562,6 +563,16 @@ def _csv_cells(column: pa.ChunkedArray) -> pa.ChunkedArray:
     quoted = pc.binary_join_element_wise(quote, pc.replace_substring(text, '"', '""'), quote,
                                          _text(""))
     return pc.if_else(special, quoted, text)
+
+
+def _decimal_text(column: pa.ChunkedArray) -> pa.ChunkedArray:
+    """Decimals in plain notation, as a database prints them: Arrow's cast writes a
+    small value of a scale above 6 as 0E-9 or 1E-9."""
+    text = pc.cast(column, pa.large_string())
+    if not pc.any(pc.match_substring(text, "E")).as_py():
+        return text
+    return pa.chunked_array([pa.array([None if value is None else format(value, "f")
+                                       for value in column.to_pylist()], pa.large_string())])
 
 
 _SPECIAL_BYTES = np.frombuffer(b'",\r\n', dtype=np.uint8)

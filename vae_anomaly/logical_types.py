@@ -40,7 +40,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .data import is_text, plain_array
+from .data import is_text, plain_array as _plain_array
 from .errors import InputError
 
 BOOLEAN, INTEGER, DECIMAL, FLOATING, DATETIME, TEXT = (
@@ -68,6 +68,14 @@ DATE_PATTERN = (r"^\s*\d{4}[-/]\d{1,2}[-/]\d{1,2}([ T]\d{1,2}:\d{2}(:\d{2}(\.\d+
                 r"\s*(Z|[+-]\d{2}(:?\d{2})?)?)?\s*$")
 # A time of day followed by its offset (not the "-01" that ends a plain date).
 _OFFSET_PATTERN = r"\d:\d{2}(:\d{2}(\.\d+)?)?\s*(Z|[+-]\d{2}(:?\d{2})?)\s*$"
+
+
+def plain_array(values) -> pa.Array:
+    """One Arrow array of a column's cells: chunks combined, and a dictionary column
+    (a pandas Categorical, a Parquet dictionary page) decoded to its values, so that
+    its cells map as a plain column's do."""
+    values = _plain_array(values)
+    return values.dictionary_decode() if pa.types.is_dictionary(values.type) else values
 
 
 @functools.cache
@@ -270,6 +278,8 @@ def to_levels(values, logical: str, column: str, source: str, first_row: int = 0
         return cell_text(values)
     if logical == DATETIME:
         return _datetime_text(plain_array(values), column, source, first_row)
+    if logical == INTEGER:
+        return _integer_text(plain_array(values), column, source, first_row)
     parsed = to_numbers(values, logical if logical == BOOLEAN else FLOATING, column, source,
                      first_row)
     text = number_text(parsed)
@@ -277,6 +287,28 @@ def to_levels(values, logical: str, column: str, source: str, first_row: int = 0
         text = pc.if_else(pc.equal(text, "1"), "True", pc.if_else(pc.equal(text, "0"), "False",
                                                                   text))
     return text
+
+
+# Whole numbers as text: 7, +7, 007, 7.0, -0; their canonical text is the digits alone.
+_WHOLE_TEXT = r"^[+-]?\d+(\.0*)?$"
+
+
+def _integer_text(values: pa.Array, column: str, source: str, first_row: int) -> pa.Array:
+    """An integer column's levels: typed integers and whole-number text exactly, digit
+    for digit (ids beyond 2**53 stay apart, which float64 would merge); any other
+    number in its shortest form, as a level training never saw."""
+    if pa.types.is_integer(values.type):
+        return pc.cast(values, pa.string())
+    parsed = number_text(to_numbers(values, FLOATING, column, source, first_row))
+    if not is_text(values.type):
+        return parsed
+    trimmed = pc.utf8_trim_whitespace(pc.cast(values, pa.string()))
+    digits = pc.replace_substring_regex(trimmed, r"\.0*$", "")
+    digits = pc.replace_substring_regex(digits, r"^\+", "")
+    digits = pc.replace_substring_regex(digits, r"^(-?)0+(\d)", r"\1\2")
+    digits = pc.replace_substring_regex(digits, r"^-0$", "0")
+    whole = pc.fill_null(pc.match_substring_regex(trimmed, _WHOLE_TEXT), False)
+    return pc.if_else(pc.and_(whole, pc.is_valid(parsed)), digits, parsed)
 
 
 def number_text(parsed: np.ndarray) -> pa.Array:
