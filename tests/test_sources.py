@@ -29,7 +29,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from test_sql import PASSWORD, postgres  # noqa: F401  (the session's PostgreSQL server)
+# The PostgreSQL server test_sql.py starts (this module gets its own), and PGPASSWORD.
+from test_sql import env, postgres  # noqa: F401
 from vae_anomaly import VAEAnomalyDetector, load
 from vae_anomaly.api import fit_file, score_file
 from vae_anomaly.errors import InputError
@@ -243,11 +244,6 @@ def pg_rows(postgres, folder):  # noqa: F811
     postgres.load_csv("src", folder / "load.csv", PG_COLUMNS)
     postgres.psql("ALTER TABLE src OWNER TO scorer")
     return postgres
-
-
-@pytest.fixture()
-def env(monkeypatch):
-    monkeypatch.setenv("PGPASSWORD", PASSWORD)
 
 
 def sqlite_by_pandas(rows: pd.DataFrame, path: Path) -> str:

@@ -277,10 +277,12 @@ def fit(
 ) -> None:
     """Learn what normal records look like from DATA and save the model.
 
-    Column kinds come from the data: numbers are numeric, text and true/false are
-    categorical; ids, dates and empty columns are left out with a Note. 10% of the
-    rows (at least 200, up to 30%) are held out to stop training early and to set
-    the anomaly threshold. On files under 6,000 rows, up to --calibration-fits extra
+    Column kinds come from the data, the same from every source: numbers are
+    numeric; text and booleans (true/false, t/f, yes/no, or only 0 and 1) are
+    categorical; ids, dates and empty columns are left out with a Note. The rows are
+    sorted by their content first, so the same rows in any order give the same
+    model. 10% of the rows (at least 200, up to 30%) are held out to stop training
+    early and to set the anomaly threshold. On files under 6,000 rows, up to --calibration-fits extra
     fits each hold out other rows, so that about 600 held-out scores set the
     threshold; with --contamination SHARE, the threshold flags that share of DATA
     instead. Rows whose loss stands far out (broken records) leave the training
