@@ -124,3 +124,13 @@ def test_decimals_are_written_to_csv_in_plain_notation():
     small = pa.array([decimal.Decimal("0"), decimal.Decimal("0.000000001"), None],
                      pa.decimal128(20, 9))
     assert csv_rows(pa.table({"d": small})) == b"0.000000000\n0.000000001\n\n"
+
+
+def test_single_precision_floats_read_as_the_numbers_their_export_holds():
+    """A PostgreSQL `real` or a pandas float32 column exports as 0.1, not as the float32's
+    exact 0.100000001490116: the typed column and its CSV give one value."""
+    typed = pa.array(np.array([0.1, 1 / 3, None], dtype=np.float32), from_pandas=True)
+    exported = pc.cast(typed, pa.string())
+    np.testing.assert_array_equal(to_numbers(typed, "floating", "r", "x"),
+                                  to_numbers(exported, "floating", "r", "x"))
+    assert to_numbers(typed, "floating", "r", "x")[0] == 0.1

@@ -289,3 +289,16 @@ def test_date_columns_are_left_out_with_a_note_unless_forced_categorical():
     # A text column with one cell that is not a date is ordinary text.
     frame.loc[5, "day"] = "soon"
     assert "day" not in Preprocessor().fit(frame, exclude=["id"]).ignored
+
+
+def test_a_number_an_ulp_beside_a_knot_maps_as_the_knot():
+    """A lossy export of a training value (15 digits) scores as the value itself: on a
+    knot the map's slope is the mean of its two segments', not one side's."""
+    values = np.random.default_rng(0).normal(size=500)
+    pre = Preprocessor().fit(pd.DataFrame({"v": values}))
+    knot = pre.columns[0]["knots"][10]
+    beside = [knot, np.nextafter(knot, np.inf), float(f"{knot:.15g}"), knot * (1 + 1e-9)]
+    batch = pre.transform(pd.DataFrame({"v": beside}))
+    assert batch.numeric[0, 0] == batch.numeric[1, 0] == batch.numeric[2, 0]
+    assert batch.nll_offset[0, 0] == batch.nll_offset[1, 0] == batch.nll_offset[2, 0]
+    assert batch.nll_offset[3, 0] != batch.nll_offset[0, 0]  # 1e-9 off is another value

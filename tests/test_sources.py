@@ -318,6 +318,29 @@ def test_a_sqlite_table_written_by_pandas_scores_as_the_csv(rows, folder, tmp_pa
     np.testing.assert_array_equal(scores_by_row(from_table), scores_by_row(from_csv))
 
 
+def test_a_sqlite_table_exported_by_its_shell_scores_as_the_table(rows, tmp_path):
+    """SQLite's round trip: the shell's CSV export (0/1 booleans, REAL in 15 digits),
+    fit on it, score the table: as many flags as scoring the export."""
+    if shutil.which("sqlite3") is None:
+        pytest.skip("the sqlite3 shell is not installed (apt-get install sqlite3)")
+    url = sqlite_by_pandas(rows, tmp_path / "shop.db")
+    export = tmp_path / "export.csv"
+    with open(export, "w") as stream:
+        subprocess.run(["sqlite3", "-header", "-csv", str(tmp_path / "shop.db"),
+                        "SELECT * FROM src ORDER BY rid"], stdout=stream, check=True, timeout=60)
+    assert ",1," in export.read_text()  # booleans as SQLite holds them
+    fit_file(export, tmp_path / "m.vae", contamination=0.05, **{**OPTIONS, "epochs": 10})
+    score_file(export, tmp_path / "m.vae", output=tmp_path / "csv.scored.csv")
+    score_file(url, tmp_path / "m.vae", query="SELECT * FROM src",
+               output=tmp_path / "table.scored.csv")
+    from_csv, from_table = (pd.read_csv(tmp_path / name) for name in
+                            ("csv.scored.csv", "table.scored.csv"))
+    assert from_table["is_anomaly"].sum() == from_csv["is_anomaly"].sum() == 15
+    # The export's 15 digits are not the table's doubles: a number beside a knot of the
+    # quantile map still takes the knot's slope (preprocessing.KNOT_TOLERANCE).
+    np.testing.assert_allclose(scores_by_row(from_table), scores_by_row(from_csv), rtol=1e-9)
+
+
 # ----- cells that cannot be mapped ---------------------------------------------------------
 @pytest.mark.parametrize(("column", "value", "message"), [
     ("flag", "maybe", "column `flag` in new.csv has 'maybe' at row 4, which is not a boolean "

@@ -228,8 +228,11 @@ def _finite(parsed: np.ndarray, column: str, source: str, first_row: int) -> np.
 
 def _typed_numbers(values: pa.Array) -> np.ndarray:
     """Typed numbers as float64; decimals through their exact text, which Arrow's
-    parser rounds correctly (its decimal-to-float cast can be an ulp off)."""
-    if pa.types.is_decimal(values.type):
+    parser rounds correctly (its decimal-to-float cast can be an ulp off), and
+    single-precision floats through their shortest text, the number a CSV export
+    of them holds (0.1, where a plain widening gives 0.10000000149)."""
+    if pa.types.is_decimal(values.type) or pa.types.is_float32(values.type) \
+            or pa.types.is_float16(values.type):
         values = pc.cast(values, pa.string())
     return pc.cast(values, pa.float64()).to_numpy(zero_copy_only=False)
 
