@@ -302,3 +302,19 @@ def test_a_number_an_ulp_beside_a_knot_maps_as_the_knot():
     assert batch.numeric[0, 0] == batch.numeric[1, 0] == batch.numeric[2, 0]
     assert batch.nll_offset[0, 0] == batch.nll_offset[1, 0] == batch.nll_offset[2, 0]
     assert batch.nll_offset[3, 0] != batch.nll_offset[0, 0]  # 1e-9 off is another value
+
+
+def test_a_boolean_counts_as_one_input_in_the_networks_size():
+    """Booleans are categories (a one-hot block of 5: two levels and the reserved three),
+    but size the network as one input each, as they did as 0/1 numbers."""
+    from vae_anomaly.model import VAEConfig
+
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({f"b{i}": rng.random(300) < 0.3 for i in range(40)})
+    frame["v"] = rng.normal(size=300)
+    layout = Preprocessor().fit(frame).layout
+    assert layout.category_sizes == [5] * 40 and layout.input_dim == 201
+    assert layout.sizing_inputs == 41
+    config = VAEConfig.sized_for(layout.n_numeric, layout.n_indicators, layout.category_sizes,
+                                 None, layout.sizing_inputs)
+    assert (config.hidden_dims, config.latent_dim) == ([82, 41], 10)

@@ -78,7 +78,7 @@ def fit_split(frame: pa.Table, train_index: np.ndarray, val_index: np.ndarray, *
     preprocessor.note_heldout_unseen(encoded, val_index)
     layout = preprocessor.layout
     config = VAEConfig.sized_for(layout.n_numeric, layout.n_indicators,
-                                 layout.category_sizes, latent_dim)
+                                 layout.category_sizes, latent_dim, layout.sizing_inputs)
     # The initial weights come from the seed; the caller's random stream is left as
     # it was (training draws from its own generator, below).
     with torch.random.fork_rng(devices=[]):

@@ -61,9 +61,13 @@ class VAEConfig:
 
     @classmethod
     def sized_for(cls, n_numeric: int, n_indicators: int, category_sizes: list[int],
-                  latent_dim: int | None = None) -> VAEConfig:
-        """Default architecture: widths and latent size scale with the number of inputs."""
+                  latent_dim: int | None = None, sizing_inputs: int | None = None
+                  ) -> VAEConfig:
+        """Default architecture: widths and latent size scale with the number of inputs
+        (``sizing_inputs`` where given: preprocessing.Layout counts a boolean as one)."""
         input_dim = n_numeric + n_indicators + sum(category_sizes)
+        if sizing_inputs is not None:
+            input_dim = sizing_inputs
         width = int(min(512, max(64, 2 * input_dim)))
         if latent_dim is None:
             latent_dim = int(min(32, max(2, round(input_dim / 4))))

@@ -90,6 +90,9 @@ class Layout:
     n_numeric: int
     n_indicators: int
     category_sizes: list[int]
+    # The inputs that size the network: a boolean counts as one, as it did as a 0/1
+    # number, not as its one-hot block (two levels and the reserved three).
+    sizing_inputs: int | None = None
 
     @property
     def input_dim(self) -> int:
@@ -215,12 +218,14 @@ class Preprocessor:
     @property
     def layout(self) -> Layout:
         numeric = [c for c in self.columns if c["kind"] == NUMERIC]
+        categorical = [c for c in self.columns if c["kind"] == CATEGORICAL]
+        sizes = [len(c["levels"]) + len(RESERVED_LEVELS) for c in categorical]
+        n_indicators = sum(c["has_missing"] for c in numeric)
+        booleans = [c.get("logical") == BOOLEAN for c in categorical]
         return Layout(
-            n_numeric=len(numeric),
-            n_indicators=sum(c["has_missing"] for c in numeric),
-            category_sizes=[len(c["levels"]) + len(RESERVED_LEVELS)
-                            for c in self.columns if c["kind"] == CATEGORICAL],
-        )
+            n_numeric=len(numeric), n_indicators=n_indicators, category_sizes=sizes,
+            sizing_inputs=len(numeric) + n_indicators + sum(
+                1 if boolean else size for boolean, size in zip(booleans, sizes)))
 
     @property
     def term_columns(self) -> TermColumns:
