@@ -187,7 +187,6 @@ class Preprocessor:
         return {**_fit_categorical(name, counts, self.max_levels, self.max_rare_levels,
                                    float(missing.mean())), "logical": logical}
 
-
     def content_keys(self, frame: pd.DataFrame | pa.Table, source: str = "the data") -> np.ndarray:
         """One uint64 per row, a hash of its feature cells as the model reads them
         (numbers, canonical category text): the same rows give the same keys from any
@@ -332,7 +331,7 @@ def _check_column_state(spec: dict) -> None:
     if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
         raise ValueError("a column description has no name")
     name, kind = spec["name"], spec.get("kind")
-    if spec.get("logical", DATETIME) not in LOGICAL_TYPES:  # absent before 2026-12-07
+    if "logical" in spec and spec["logical"] not in LOGICAL_TYPES:  # absent before 2026-12-07
         raise ValueError(f"column `{name}` has an unknown logical type {spec['logical']!r}")
     if kind == CATEGORICAL:
         for key in ("levels", "rare_levels"):
