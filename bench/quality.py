@@ -99,6 +99,16 @@ KNOWN_MARGIN = 0.03          # confirmed anomalies: product over the best classi
 KNOWN_FALLS = 2              # confirmed anomalies: sets allowed more than CLEAN_FALL below clean
 CURVE_DROP = 0.01            # --known-curve: list sets this much worse than at S = 0
 XGBOD_ROWS = 5_000           # unconfirmed training rows XGBOD fits on (see _xgbod_rows)
+REVIEW_SECTION = "## Review queue: verdicts on a budget"
+NIGHTLY_SECTION = "## Review queue: the nightly variant"
+NO_VERDICTS = "review:none"  # the product's round 0, shared by every picking
+SIMPLE_PICKINGS = ("random", "top", "iforest", "half")
+REVIEW_PEERS = ("iforest-review", "xgbod-review", "ssdo-review")
+NIGHTLY = "nightly"
+REVIEW_RECOVERY = 0.6        # review: share of the clean -> dirty fall won back
+REVIEW_SIMPLE_MARGIN = 0.01  # review: over the best simple picking
+REVIEW_PEER_MARGIN = 0.03    # review: over the best peer given the same verdicts
+REVIEW_FALL = 0.01           # review: no set below its no-verdict result by more
 
 
 @dataclass
@@ -153,6 +163,13 @@ class Result:
     outliers_flagged: int | None = None
     outlier_precision: float | None = None
     outlier_recall: float | None = None
+    # --protocol review: the round (0: before any verdict), the training rows reviewed
+    # so far and how many of them were planted anomalies; extra holds the rows this
+    # round reviewed (0-based) and, for the nightly variant, its own measures.
+    round: int | None = None
+    reviewed: int = 0
+    reviewed_anomalies: int = 0
+    extra: dict | None = None
     error: str | None = None
 
 
@@ -394,6 +411,340 @@ def evaluate(method: str, name: str, data: Split, seed: int, workdir: Path,
     if extra is not None:
         results.append(result_of(PRODUCT_IWAE, {**extra, **metrics(y, extra.pop("scores"))}))
     return results
+
+
+# ----- the review protocol ------------------------------------------------------------
+def review_method(picking: str) -> str:
+    return f"review:{picking}"
+
+
+@dataclass
+class ReviewFiles:
+    """One split's files for the review loop, in a work folder."""
+
+    folder: Path
+    train: Path
+    test: Path
+
+    @classmethod
+    def write(cls, data: Split, folder: Path) -> ReviewFiles:
+        files = cls(folder, folder / "train.csv", folder / "test.csv")
+        data.train.to_csv(files.train, index=False)
+        data.test.to_csv(files.test, index=False)
+        return files
+
+
+def _feeds_verdicts() -> bool:
+    """Whether fit_file takes a filled review file (``verdicts=``), dismissals and all;
+    until it does, only the confirmed anomalies go back (``known_anomalies=``)."""
+    import inspect
+
+    from vae_anomaly.api import fit_file
+    return "verdicts" in inspect.signature(fit_file).parameters
+
+
+def _fit_with_verdicts(files: ReviewFiles, model: Path, seed: int, verdicts: pd.DataFrame,
+                       tag: str) -> float:
+    """fit_file on the training file with the verdicts so far (the rows, as text, and a
+    `verdict` column); its wall seconds."""
+    from vae_anomaly.api import fit_file
+
+    feed = {}
+    if len(verdicts) and _feeds_verdicts():
+        path = files.folder / f"{tag}-verdicts.csv"
+        verdicts.to_csv(path, index=False)
+        feed = dict(verdicts=path)
+    elif (verdicts["verdict"] == "anomaly").any() if len(verdicts) else False:
+        path = files.folder / f"{tag}-confirmed.csv"
+        verdicts[verdicts["verdict"] == "anomaly"].to_csv(path, index=False)
+        feed = dict(known_anomalies=path)
+    started = time.perf_counter()
+    fit_file(files.train, model, seed=seed, **feed)
+    return time.perf_counter() - started
+
+
+def _scored_test(files: ReviewFiles, model: Path, data: Split, seed: int) -> dict:
+    from vae_anomaly.api import score_file
+
+    scored = files.folder / "test.scored.csv"
+    started = time.perf_counter()
+    score_file(files.test, model, output=scored, seed=seed)
+    out = _scored_outcome(scored, data.y_test)
+    out["score_s"] = time.perf_counter() - started
+    return {**out, **metrics(data.y_test, out.pop("scores"))}
+
+
+def _review_result(name: str, data: Split, seed: int, method: str, round_: int,
+                   labels: np.ndarray, out: dict, rows=(), error: str | None = None) -> Result:
+    result = Result(name, seed, method, n_train=len(data.train), round=round_,
+                    n_train_anomaly=int(data.planted.sum()),
+                    n_test_normal=int((data.y_test == 0).sum()),
+                    n_test_anomaly=int((data.y_test == 1).sum()),
+                    reviewed=int((labels != 0).sum()),
+                    reviewed_anomalies=int((labels == 1).sum()),
+                    extra={"rows": [int(r) for r in rows]}, error=error)
+    for key, value in out.items():
+        setattr(result, key, value)
+    return result
+
+
+def _answered(data: Split, rows: np.ndarray, labels: np.ndarray) -> None:
+    """The oracle: a planted row is an anomaly, any other a normal row."""
+    labels[rows] = np.where(data.planted[rows] == 1, 1, -1)
+
+
+def _verdict_rows(data: Split, labels: np.ndarray) -> pd.DataFrame:
+    judged = np.flatnonzero(labels != 0)
+    rows = data.train.iloc[judged].copy()
+    rows["verdict"] = np.where(labels[judged] == 1, "anomaly", "normal")
+    return rows
+
+
+def product_review_loop(name: str, data: Split, seed: int, files: ReviewFiles,
+                        picking: str, base_model: Path, budget: int,
+                        rounds: int) -> list[Result]:
+    """Rounds 1..R of the product's loop with ``picking``: review_file asks for
+    ``budget`` training rows without a verdict, the planted labels answer, and the
+    next fit takes every verdict so far; the test split is scored after each fit."""
+    import shutil
+
+    from vae_anomaly.api import review_file
+
+    labels = np.zeros(len(data.train), dtype=np.int8)
+    model = files.folder / f"{picking}.vae"
+    shutil.copyfile(base_model, model)
+    results = []
+    for round_ in range(1, rounds + 1):
+        review_csv = files.folder / f"{picking}-review.csv"
+        verdicts_csv = files.folder / f"{picking}-filled.csv"
+        judged = [verdicts_csv] if (labels != 0).any() else []
+        started = time.perf_counter()
+        review_file(model, files.train, budget=budget, output=review_csv, verdicts=judged,
+                    seed=seed, picking=picking)
+        review_s = time.perf_counter() - started
+        rows = pd.read_csv(review_csv, usecols=["row"])["row"].to_numpy(dtype=np.int64) - 1
+        if (labels[rows] != 0).any():
+            raise RuntimeError(f"{picking} proposed a row that already has a verdict")
+        _answered(data, rows, labels)
+        verdicts = _verdict_rows(data, labels)
+        verdicts.to_csv(verdicts_csv, index=False)
+        fit_s = _fit_with_verdicts(files, model, seed, verdicts, picking)
+        out = {**_scored_test(files, model, data, seed), "fit_s": fit_s}
+        result = _review_result(name, data, seed, review_method(picking), round_, labels,
+                                out, rows)
+        result.extra.update(review_s=review_s,
+                            feeds="verdicts" if _feeds_verdicts() else "known_anomalies")
+        results.append(result)
+    return results
+
+
+def iforest_review_loop(name: str, data: Split, seed: int, budget: int,
+                        rounds: int) -> list[Result]:
+    """IsolationForest picks its own top rows without a verdict each round, and is
+    refitted without the confirmed anomalies (told the true share of the rest)."""
+    x_train, x_test = peer_features(data.train_typed, data.test_typed)
+    labels = np.zeros(len(data.train), dtype=np.int8)
+    results, rows = [], np.zeros(0, dtype=np.int64)
+    for round_ in range(rounds + 1):
+        keep = labels != 1
+        share = float(data.planted[keep].mean())
+        started = time.perf_counter()
+        forest = make_peer("iforest", seed, share).fit(x_train[keep])
+        fit_s = time.perf_counter() - started
+        out = {**metrics(data.y_test, -forest.score_samples(x_test)), "fit_s": fit_s}
+        results.append(_review_result(name, data, seed, "iforest-review", round_, labels,
+                                      out, rows))
+        if round_ == rounds:
+            break
+        train_scores = -forest.score_samples(x_train)
+        train_scores[labels != 0] = -np.inf
+        rows = np.argsort(-train_scores, kind="stable")[:budget]
+        _answered(data, rows, labels)
+    return results
+
+
+def semi_supervised_review(name: str, data: Split, seed: int, method: str,
+                           reference: list[Result]) -> list[Result]:
+    """XGBOD or SSDO fitted, after each round, on the verdicts that ``reference`` (the
+    product's loop with one picking) gathered: the same rows and answers."""
+    x_train, x_test = peer_features(data.train_typed, data.test_typed)
+    labels = np.zeros(len(data.train), dtype=np.int8)
+    results = []
+    for ref in sorted(reference, key=lambda r: r.round):
+        rows = np.asarray(ref.extra["rows"], dtype=np.int64)
+        _answered(data, rows, labels)
+        fit_rows = _xgbod_rows(labels != 0, seed)
+        started = time.perf_counter()
+        try:
+            scores = _semi_supervised_scores(method, x_train[fit_rows], labels[fit_rows],
+                                             x_test, seed)
+        except Exception as exc:  # e.g. XGBOD without a confirmed anomaly: recorded
+            results.append(_review_result(name, data, seed, method, ref.round, labels, {},
+                                          rows, error=f"{type(exc).__name__}: {exc}"[:300]))
+            continue
+        out = {**metrics(data.y_test, scores), "fit_s": time.perf_counter() - started}
+        results.append(_review_result(name, data, seed, method, ref.round, labels, out, rows))
+    return results
+
+
+def _semi_supervised_scores(method: str, x: np.ndarray, labels: np.ndarray,
+                            x_test: np.ndarray, seed: int) -> np.ndarray:
+    if method == "xgbod-review":
+        if not (labels == 1).any():
+            raise ValueError("no confirmed anomaly among the verdicts yet")
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*should not be presented")
+            warnings.filterwarnings("ignore", message=r'(?s).*\{ "silent" \} are not used')
+            detector = make_peer(XGBOD, seed).fit(x, (labels == 1).astype(int))
+        return np.asarray(detector.decision_function(x_test), dtype=float)
+    from anomatools.models import SSDO  # pip install anomatools (3.0.3 here)
+
+    # SSDO's labels: 1 anomaly, -1 normal, 0 unlabelled.
+    detector = SSDO().fit(x, labels.astype(int))
+    return np.asarray(detector.decision_function(x_test), dtype=float)
+
+
+def nightly_review(name: str, data: Split, seed: int, files: ReviewFiles, base_model: Path,
+                   budget: int) -> Result:
+    """Review the top ``budget`` rows of one scored batch (the test split), refit on
+    the training file with those verdicts, and measure on the rest of the batch: the
+    FPR on its normals, the flag rate on its normals whose nearest training neighbour
+    (training rows and dismissed rows together) is a dismissed row, and ROC-AUC;
+    before and after."""
+    from sklearn.neighbors import NearestNeighbors
+
+    from vae_anomaly.api import score_file
+
+    scored_csv = files.folder / "nightly.scored.csv"
+    score_file(files.test, base_model, output=scored_csv, seed=seed)
+    before = pd.read_csv(scored_csv, usecols=["anomaly_score", "is_anomaly"])
+    rows = np.argsort(-before["anomaly_score"].to_numpy(), kind="stable")[:budget]
+    verdicts = data.test.iloc[rows].drop(columns="label").copy()
+    verdicts["verdict"] = np.where(data.y_test[rows] == 1, "anomaly", "normal")
+    model = files.folder / "nightly.vae"
+    labels = np.zeros(len(data.train), dtype=np.int8)  # no training row is judged
+    fit_s = _fit_with_verdicts(files, model, seed, verdicts, "nightly")
+    score_file(files.test, model, output=scored_csv, seed=seed)
+    after = pd.read_csv(scored_csv, usecols=["anomaly_score", "is_anomaly"])
+    rest = np.ones(len(data.test), dtype=bool)
+    rest[rows] = False
+    normals = rest & (data.y_test == 0)
+    dismissed = rows[data.y_test[rows] == 0]
+    x_train, x_test = peer_features(data.train_typed, data.test_typed)
+    reference = np.vstack([x_train, x_test[dismissed]])
+    is_dismissed = np.r_[np.zeros(len(x_train), bool), np.ones(len(dismissed), bool)]
+    nearest = NearestNeighbors(n_neighbors=1).fit(reference).kneighbors(
+        x_test[normals], return_distance=False)[:, 0]
+    near = np.zeros(len(data.test), dtype=bool)
+    near[np.flatnonzero(normals)[is_dismissed[nearest]]] = True
+
+    def measures(scored: pd.DataFrame) -> dict:
+        flags = scored["is_anomaly"].to_numpy().astype(bool)
+        return dict(fpr=float(flags[normals].mean()),
+                    near_flag_rate=float(flags[near].mean()) if near.any() else None,
+                    roc_auc=float(roc_auc_score(data.y_test[rest],
+                                                scored["anomaly_score"].to_numpy()[rest])))
+
+    extra = {"before": measures(before), "after": measures(after),
+             "dismissed": int(len(dismissed)), "near_normals": int(near.sum()),
+             "feeds": "verdicts" if _feeds_verdicts() else "known_anomalies"}
+    result = _review_result(name, data, seed, NIGHTLY, 1, labels,
+                            {"roc_auc": extra["after"]["roc_auc"],
+                             "fpr": extra["after"]["fpr"], "fit_s": fit_s}, rows)
+    result.extra.update(extra)
+    return result
+
+
+def run_review_split(name: str, data: Split, seed: int, folder: Path, args,
+                     done: set, record) -> None:
+    """Every picking and peer of ``args`` on one split; ``record`` takes each method's
+    results as they come (so a long run can be resumed), ``done`` the (dataset, seed,
+    method) triples already recorded."""
+    files = ReviewFiles.write(data, folder)
+    base_model = folder / "base.vae"
+    from vae_anomaly.api import fit_file
+
+    started = time.perf_counter()
+    fit_file(files.train, base_model, seed=seed)
+    base = {**_scored_test(files, base_model, data, seed), "fit_s": time.perf_counter() - started}
+    none = np.zeros(len(data.train), dtype=np.int8)
+    if (name, seed, NO_VERDICTS) not in done:
+        record([_review_result(name, data, seed, NO_VERDICTS, 0, none, base)])
+    references: dict[str, list[Result]] = {}
+    for picking in args.pickings:
+        method = review_method(picking)
+        if (name, seed, method) in done:
+            references[picking] = done[(name, seed, method)]
+            continue
+        references[picking] = _guarded(name, data, seed, method, lambda: product_review_loop(
+            name, data, seed, files, picking, base_model, args.budget, args.rounds), args)
+        record(references[picking])
+    for peer in args.review_peers:
+        if (name, seed, peer) in done:
+            continue
+        if peer == "iforest-review":
+            record(_guarded(name, data, seed, peer, lambda: iforest_review_loop(
+                name, data, seed, args.budget, args.rounds), args))
+            continue
+        reference = references.get(args.peer_verdicts) or []
+        if not reference or any(r.error for r in reference):
+            continue
+        record(_guarded(name, data, seed, peer, lambda: semi_supervised_review(
+            name, data, seed, peer, reference), args))
+    if args.nightly and (name, seed, NIGHTLY) not in done:
+        record(_guarded(name, data, seed, NIGHTLY, lambda: [nightly_review(
+            name, data, seed, files, base_model, args.budget)], args))
+
+
+def _guarded(name: str, data: Split, seed: int, method: str, action, args) -> list[Result]:
+    try:
+        with time_limit(args.timeout):
+            return action()
+    except (Exception, MethodTimeout) as exc:  # recorded as missing; the run goes on
+        if not isinstance(exc, MethodTimeout):
+            traceback.print_exc(limit=3, file=sys.stderr)
+        return [_review_result(name, data, seed, method, args.rounds,
+                               np.zeros(0, dtype=np.int8), {},
+                               error=f"{type(exc).__name__}: {exc}".strip().splitlines()[0][:300])]
+
+
+def run_review(args: argparse.Namespace) -> list[Result]:
+    paths = dataset_paths(args.data_dir, args.datasets)
+    results = load_results(args.results_json) if args.resume else []
+    results = [r for r in results if r.error is None]
+    for seed in args.seeds:
+        for name, path in paths.items():
+            done = {}
+            for r in results:
+                if (r.dataset, r.seed) == (name, seed):
+                    done.setdefault((name, seed, r.method), []).append(r)
+            wanted = ([NO_VERDICTS] + [review_method(p) for p in args.pickings]
+                      + list(args.review_peers) + ([NIGHTLY] if args.nightly else []))
+            if all((name, seed, m) in done for m in wanted):
+                continue
+            raw, typed = load_dataset(path)
+            data = split(raw, typed, seed, args.dirty_share)
+
+            def record(new: list[Result]) -> None:
+                nonlocal results
+                results += new
+                for r in new:
+                    review_progress(r)
+                save_results(args.results_json, results)
+
+            with tempfile.TemporaryDirectory(prefix=f"review-{name}-") as folder:
+                run_review_split(name, data, seed, Path(folder), args, done, record)
+    return results
+
+
+def review_progress(r: Result) -> None:
+    if r.error:
+        status = f"FAILED {r.error}"
+    else:
+        status = (f"round {r.round} roc_auc={r.roc_auc:.4f} ap={fmt(r.ap, 4)} "
+                  f"fpr={fmt(r.fpr, 4)} reviewed={r.reviewed} "
+                  f"anomalies={r.reviewed_anomalies} fit={fmt(r.fit_s, 1)}s")
+    print(f"{r.dataset} seed={r.seed} {r.method}: {status}", file=sys.stderr, flush=True)
 
 
 # ----- running -----------------------------------------------------------------------
@@ -848,6 +1199,175 @@ def render_markdown(results: list[Result], methods: list[str], seeds: list[int],
     return "\n".join(lines)
 
 
+# ----- the review protocol's report -----------------------------------------------------
+def _review_means(results: list[Result], method: str, round_: int, field: str,
+                  datasets: list[str]) -> float | None:
+    """The mean over ``datasets`` of the mean over seeds of ``field``."""
+    per_set = []
+    for name in datasets:
+        values = [getattr(r, field) for r in results
+                  if (r.dataset, r.method, r.round) == (name, method, round_)
+                  and r.error is None and getattr(r, field) is not None]
+        if not values:
+            return None
+        per_set.append(float(np.mean(values)))
+    return float(np.mean(per_set)) if per_set else None
+
+
+def _hit_share(results: list[Result], method: str, round_: int,
+               datasets: list[str]) -> float | None:
+    """The share of the reviewed rows that were anomalies, pooled over sets and seeds."""
+    rows = [r for r in results if r.method == method and r.round == round_
+            and r.dataset in datasets and r.error is None and r.reviewed]
+    return (sum(r.reviewed_anomalies for r in rows) / sum(r.reviewed for r in rows)
+            if rows else None)
+
+
+def _review_methods(results: list[Result]) -> list[str]:
+    found = {r.method for r in results if r.round is not None and r.method != NIGHTLY}
+    order = [NO_VERDICTS, *(review_method(p) for p in SIMPLE_PICKINGS)]
+    rest = sorted(m for m in found if m.startswith("review:") and m not in order)
+    return [m for m in order if m in found] + rest + [m for m in REVIEW_PEERS if m in found]
+
+
+def _complete_sets(results: list[Result], methods: list[str], last: int) -> list[str]:
+    """The sets where every method has its last round for every seed of the run."""
+    seeds = {r.seed for r in results}
+    return sorted(name for name in {r.dataset for r in results}
+                  if all(any((r.dataset, r.method, r.round, r.seed) == (name, m, 0 if m == NO_VERDICTS
+                                                                       else last, s)
+                             and r.error is None for r in results)
+                         for m in methods for s in seeds))
+
+
+def _feeds_text(results: list[Result]) -> str:
+    feeds = {(r.extra or {}).get("feeds") for r in results
+             if r.method.startswith("review:") and r.round}
+    words = {"verdicts": "every verdict, dismissals too (fit_file verdicts=)",
+             "known_anomalies": "the confirmed anomalies only (known_anomalies=)"}
+    return " and ".join(words.get(f, "unrecorded") for f in sorted(feeds, key=str)) or "none"
+
+
+def review_report(results: list[Result], command: str, clean: list[Result],
+                  budget: int, rounds: int) -> str:
+    methods = _review_methods(results)
+    datasets = _complete_sets(results, methods, rounds)
+    lines = [REVIEW_SECTION, "", f"Command: `{command}`", "", f"Machine: {machine()}.", "",
+             f"The dirty protocol's splits (5% of the training file planted). Each round fits "
+             f"with the verdicts so far, asks for {budget} training rows without a verdict and "
+             "answers from the planted labels (planted = anomaly, else normal); the test split "
+             f"is scored after each fit. {rounds} rounds. `review:none` is the fit without "
+             "verdicts; `review:P` the product's loop with picking P (review_file, "
+             "fit_file); `iforest-review` picks its own rows and refits without the confirmed "
+             "ones; `xgbod-review` and `ssdo-review` (anomatools' SSDO) fit on the verdicts of "
+             f"the product's default picking. Verdicts fed back: {_feeds_text(results)}. "
+             f"Means over the {len(datasets)} sets where every method has every seed "
+             f"({', '.join(datasets)}); hit share pooled over sets and seeds.", ""]
+    lines += ["| method | round | reviewed rows | ROC-AUC | AP | test FPR | hit share | fit s |",
+              "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for method in methods:
+        for round_ in ([0] if method == NO_VERDICTS else range(0 if method == "iforest-review"
+                                                               else 1, rounds + 1)):
+            mean = lambda f: _review_means(results, method, round_, f, datasets)  # noqa: E731
+            lines.append(f"| {method} | {round_} | {round_ * budget} | {fmt(mean('roc_auc'))} | "
+                         f"{fmt(mean('ap'))} | {fmt(mean('fpr'), 4)} | "
+                         f"{fmt(_hit_share(results, method, round_, datasets), 3)} | "
+                         f"{fmt(mean('fit_s'), 1)} |")
+    lines += ["", "ROC-AUC after the last round, per set (means over seeds):", "",
+              "| dataset | clean | " + " | ".join(methods) + " |",
+              "|---|---:|" + "---:|" * len(methods)]
+    clean_auc = per_dataset([r for r in clean if r.method == PRODUCT], "roc_auc")
+    final = {m: per_dataset([r for r in results if r.method == m and r.round ==
+                             (0 if m == NO_VERDICTS else rounds)], "roc_auc") for m in methods}
+    for name in datasets:
+        cells = [fmt(final[m].get((name, m), (None,))[0]) for m in methods]
+        lines.append(f"| {name} | {fmt(clean_auc.get((name, PRODUCT), (None,))[0])} | "
+                     + " | ".join(cells) + " |")
+    lines += ["", "### Reach check", "", *review_reach(results, clean_auc, final, datasets,
+                                                       methods, rounds), ""]
+    return "\n".join(lines)
+
+
+def review_reach(results: list[Result], clean_auc: dict, final: dict, datasets: list[str],
+                 methods: list[str], rounds: int) -> list[str]:
+    mean = lambda m: float(np.mean([final[m][(d, m)][0] for d in datasets]))  # noqa: E731
+    product = [m for m in methods if m.startswith("review:") and m != NO_VERDICTS
+               and m.split(":", 1)[1] not in SIMPLE_PICKINGS]
+    simple = [m for m in methods if m.split(":", 1)[-1] in SIMPLE_PICKINGS
+              and m.startswith("review:")]
+    peers = [m for m in methods if m in REVIEW_PEERS]
+    if not datasets or NO_VERDICTS not in methods:
+        return ["Not computable: no set has every method's results."]
+    dirty = mean(NO_VERDICTS)
+    lines = []
+    clean_sets = [d for d in datasets if (d, PRODUCT) in clean_auc]
+    best_simple = max(simple, key=mean, default=None)
+    best_peer = max(peers, key=mean, default=None)
+    half_hits = _hit_share(results, review_method("half"), rounds, datasets)
+    for m in product:
+        own, parts = mean(m), []
+        if len(clean_sets) == len(datasets):
+            clean = float(np.mean([clean_auc[(d, PRODUCT)][0] for d in datasets]))
+            recovered = (own - dirty) / (clean - dirty) if clean > dirty else float("nan")
+            parts.append(f"recovers {recovered:.0%} of the clean {clean:.3f} → dirty "
+                         f"{dirty:.3f} fall (target {REVIEW_RECOVERY:.0%}): "
+                         f"**{'met' if recovered >= REVIEW_RECOVERY else 'NOT met'}**")
+        if best_simple:
+            target = mean(best_simple) + REVIEW_SIMPLE_MARGIN
+            parts.append(f"vs best simple picking {best_simple} {mean(best_simple):.3f} + "
+                         f"{REVIEW_SIMPLE_MARGIN}: **{'met' if own >= target else 'NOT met'}** "
+                         f"({own - target:+.3f})")
+        if best_peer:
+            target = mean(best_peer) + REVIEW_PEER_MARGIN
+            parts.append(f"vs best peer {best_peer} {mean(best_peer):.3f} + "
+                         f"{REVIEW_PEER_MARGIN}: **{'met' if own >= target else 'NOT met'}** "
+                         f"({own - target:+.3f})")
+        hits = _hit_share(results, m, rounds, datasets)
+        if half_hits is not None and hits is not None:
+            parts.append(f"hit share {hits:.3f} vs half's {half_hits:.3f}: "
+                         f"**{'met' if hits >= half_hits else 'NOT met'}**")
+        falls = [f"{d} {final[m][(d, m)][0] - final[NO_VERDICTS][(d, NO_VERDICTS)][0]:+.3f}"
+                 for d in datasets if final[m][(d, m)][0]
+                 < final[NO_VERDICTS][(d, NO_VERDICTS)][0] - REVIEW_FALL]
+        parts.append(f"sets more than {REVIEW_FALL} below no verdicts: "
+                     f"{'; '.join(falls) if falls else 'none'}")
+        fpr = per_dataset([r for r in results if r.method == m and r.round == rounds], "fpr")
+        sizes = {r.dataset: r.n_test_normal for r in results if r.method == m}
+        eligible = [d for d in datasets if sizes.get(d, 0) >= FPR_MIN_NORMALS and (d, m) in fpr]
+        outside = [f"{d} {fpr[(d, m)][0]:.2%}" for d in eligible
+                   if not FPR_BAND[0] <= fpr[(d, m)][0] <= FPR_BAND[1]]
+        parts.append(f"test FPR in [{FPR_BAND[0]:.1%}, {FPR_BAND[1]:.0%}] on "
+                     f"{len(eligible) - len(outside)} of {len(eligible)} sets with ≥ "
+                     f"{FPR_MIN_NORMALS} test normals"
+                     + (f" (outside: {'; '.join(outside)})" if outside else ""))
+        lines.append(f"- {m} {own:.3f}: " + "; ".join(parts) + ".")
+    return lines
+
+
+def nightly_report(results: list[Result], command: str) -> str:
+    rows = [r for r in results if r.method == NIGHTLY and r.error is None]
+    lines = [NIGHTLY_SECTION, "", f"Command: `{command}`", "",
+             "Per set, the top rows of one scored batch (the test split) are reviewed, the "
+             "model refitted on the training file with those verdicts, and the rest of the "
+             "batch measured before and after: the FPR on its normals, the flag rate on its "
+             "normals whose nearest training neighbour (training rows and dismissed rows, "
+             "peer features) is a dismissed row, and ROC-AUC. Means over seeds.", "",
+             "| dataset | dismissed | normals next to one | FPR before → after | flag rate next "
+             "to dismissed before → after | ROC-AUC before → after |",
+             "|---|---:|---:|---:|---:|---:|"]
+    for name in sorted({r.dataset for r in rows}):
+        mine = [r.extra for r in rows if r.dataset == name]
+        mean = lambda when, key: np.mean([e[when][key] for e in mine  # noqa: E731
+                                          if e[when][key] is not None] or [np.nan])
+        lines.append(f"| {name} | {np.mean([e['dismissed'] for e in mine]):.1f} | "
+                     f"{np.mean([e['near_normals'] for e in mine]):.1f} | "
+                     f"{mean('before', 'fpr'):.4f} → {mean('after', 'fpr'):.4f} | "
+                     f"{mean('before', 'near_flag_rate'):.3f} → "
+                     f"{mean('after', 'near_flag_rate'):.3f} | "
+                     f"{mean('before', 'roc_auc'):.3f} → {mean('after', 'roc_auc'):.3f} |")
+    return "\n".join(lines)
+
+
 def write_section(path: Path, section: str) -> None:
     """Replace the section of ``path`` with the title of ``section``'s first line (or
     append it); keep the rest."""
@@ -884,9 +1404,27 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="seconds per method and dataset before it counts as missing")
     parser.add_argument("--report-only", action="store_true",
                         help="write the report from --results-json without running anything")
-    parser.add_argument("--protocol", choices=("clean", "dirty"), default="clean",
+    parser.add_argument("--protocol", choices=("clean", "dirty", "review"), default="clean",
                         help="dirty: anomalies join the training rows (--dirty-share of them); "
-                             "the report goes to its own section")
+                             "review: the dirty splits, and --rounds rounds of --budget "
+                             "verdicts on training rows; each report goes to its own section")
+    parser.add_argument("--budget", type=int, default=20, metavar="B",
+                        help="with --protocol review: rows reviewed a round")
+    parser.add_argument("--rounds", type=int, default=2, metavar="R",
+                        help="with --protocol review: rounds of review and refit")
+    parser.add_argument("--pickings", nargs="+", metavar="PICKING",
+                        help="with --protocol review: the product's pickings to run "
+                             "(vae_anomaly.review.PICKINGS; default: the four simple ones "
+                             "and the default picking)")
+    parser.add_argument("--review-peers", nargs="*", choices=REVIEW_PEERS,
+                        default=list(REVIEW_PEERS),
+                        help="with --protocol review: the peers to run (none: only the product)")
+    parser.add_argument("--peer-verdicts", metavar="PICKING",
+                        help="with --protocol review: the picking whose verdicts XGBOD and SSDO "
+                             "get (default: the product's default picking)")
+    parser.add_argument("--nightly", action="store_true",
+                        help="with --protocol review: also the nightly variant (review the top "
+                             "--budget rows of the scored test split, refit, measure the rest)")
     parser.add_argument("--dirty-share", type=float, default=0.05, metavar="SHARE",
                         help="with --protocol dirty: the anomalies' share of the training file")
     parser.add_argument("--clean-results", type=Path, metavar="CLEAN_JSON",
@@ -903,6 +1441,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="print the product in --results-json against the product in "
                              "BASELINE_JSON (another version's results file); runs nothing")
     args = parser.parse_args(argv)
+    if args.protocol == "review":
+        from vae_anomaly.review import DEFAULT_PICKING, PICKINGS
+
+        args.pickings = args.pickings or [*SIMPLE_PICKINGS, DEFAULT_PICKING]
+        unknown = [p for p in args.pickings if p not in PICKINGS]
+        if unknown:
+            parser.error(f"unknown picking {unknown[0]}; the pickings are: {', '.join(PICKINGS)}")
+        args.peer_verdicts = args.peer_verdicts or DEFAULT_PICKING
+        if args.peer_verdicts not in args.pickings:
+            args.pickings.append(args.peer_verdicts)
+        if args.budget < 1 or args.rounds < 1:
+            parser.error("--budget and --rounds must be at least 1")
     if not 0 < args.dirty_share < 0.5:
         parser.error("--dirty-share must be above 0 and below 0.5")
     if (args.resume or args.report_only or args.compare) and args.results_json is None:
@@ -933,6 +1483,15 @@ def main(argv: list[str] | None = None) -> None:
         return
     command = shlex.join(["python", *sys.argv]) if argv is None else shlex.join(argv)
     started = time.perf_counter()
+    if args.protocol == "review":
+        results = load_results(args.results_json) if args.report_only else run_review(args)
+        write_section(args.out, review_report(results, command, load_results(args.clean_results),
+                                              args.budget, args.rounds))
+        if any(r.method == NIGHTLY for r in results):
+            write_section(args.out, nightly_report(results, command))
+        print(f"wrote {args.out} ({len(results)} results, {time.perf_counter() - started:.0f}s)",
+              file=sys.stderr)
+        return
     results = load_results(args.results_json) if args.report_only else run(args)
     methods = [m for m in ALL_METHODS
                if m in args.methods or any(r.method == m for r in results)]

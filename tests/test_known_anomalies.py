@@ -154,8 +154,9 @@ def test_bad_known_anomalies_get_one_line_and_exit_2(files, args, message):
      "Error: label column `truth` is not in {name}; its columns are: id, x, y, amount, "
      "colour, member, verdict"),
     (["--label-column", "verdict"],
-     "Error: label column `verdict` in {name} has 'maybe' at row 7; use 1, true or yes for "
-     "a confirmed anomaly and 0, false, no or an empty cell for the rest"),
+     "Error: label column `verdict` in {name} has 'maybe' at row 7; use 1, true, yes or "
+     "anomaly for a confirmed anomaly, normal for a dismissed one, and 0, false, no or an "
+     "empty cell for the rest"),
 ])
 def test_bad_label_columns_get_one_line_and_exit_2(files, args, message):
     frame = pd.read_csv(files / "labelled.csv", dtype=str, keep_default_na=False)

@@ -1,5 +1,5 @@
 """File-level operations, one per CLI command: ``fit_file``, ``score_file``,
-``evaluate_file`` (``describe_model``, for `info`, is in model_info.py). Each
+``evaluate_file``, ``review_file`` (``describe_model``, for `info`, is in model_info.py). Each
 validates its paths, calls the detector and returns a plain result; none prints.
 A scoring run over many files, on the local or the Dask engine, is
 ``engines.score_files``, which builds on this module.
@@ -42,8 +42,10 @@ from .errors import InputError, VAEAnomalyError
 from .fit_summary import FitSummary, TrainingOutliers
 from .health import HealthMonitor
 from .loading import load
-from .known import KnownRows, known_from_file, known_from_mask, parse_label_column
+from .known import (KnownRows, known_from_file, known_from_mask, merged, normals_from_file,
+                    normals_from_mask, parse_label_column, verdict_masks)
 from .params import check_score_options, names
+from .review import DEFAULT_PICKING, VERDICT_COLUMN, check_budget, propose
 from .sql import (
     check_sink_options,
     check_source_options,
@@ -85,7 +87,9 @@ class ScoreResult:
 
 def fit_file(data, model_path, *, callbacks: Sequence[TrainingCallback] = (),
              training_outliers: str | Path | None = None,
-             known_anomalies: str | Path | None = None, label_column: str | None = None,
+             known_anomalies: str | Path | None = None,
+             known_normals: str | Path | None = None, verdicts=None,
+             label_column: str | None = None,
              query: str | None = None, **detector_options) -> FitResult:
     """Train on ``data`` (a CSV or Parquet file, ``-`` for CSV on standard input, or a
     database URL with ``query``, the SQL selecting the rows) and
@@ -94,8 +98,15 @@ def fit_file(data, model_path, *, callbacks: Sequence[TrainingCallback] = (),
 
     Confirmed anomalies, if any, come from ``known_anomalies`` (a CSV or Parquet file
     of such rows, with the feature columns; others are ignored) or from
-    ``label_column`` in ``data`` (1/true/yes: confirmed; 0/false/no or empty: not
-    labelled). Training pushes their scores up and never learns them as normal."""
+    ``label_column`` in ``data`` (1/true/yes/anomaly: confirmed; normal: dismissed;
+    0/false/no or empty: not labelled). Training pushes their scores up and never
+    learns them as normal.
+
+    Dismissed rows (confirmed normals) come from ``known_normals`` (a file of them,
+    like ``known_anomalies``) or the word ``normal`` in ``label_column``; ``verdicts``
+    (a path, or several: every review so far) are filled review files whose
+    ``verdict`` column holds anomaly, normal or nothing. The union of all the files
+    counts; a row both confirmed and dismissed is an InputError."""
     query = read_query(query)
     check_source_options(data, query)
     data, model_path = _data_path(data), Path(model_path)
@@ -108,17 +119,18 @@ def fit_file(data, model_path, *, callbacks: Sequence[TrainingCallback] = (),
         if outliers_path.resolve() == model_path.resolve():
             raise InputError("--training-outliers and --model name the same file; "
                              "give the outliers a name of their own")
-    known_path = None if known_anomalies is None else Path(known_anomalies)
-    _check_known_options(data, known_path, label_column, model_path, outliers_path,
+    files = _verdict_files(known_anomalies, known_normals, verdicts)
+    _check_known_options(data, files, label_column, model_path, outliers_path,
                          detector_options)
     with exclusive_lock(model_path):
         frame = read_source_table(data, query)
         if outliers_path is not None:
             _refuse_outlier_column_clash(frame)
         detector = Detector(**detector_options)
-        features, known, notes = _known_rows(frame, data, known_path, label_column, detector)
+        features, known, normals, notes = _known_rows(frame, data, files, label_column,
+                                                      detector)
         detector.fit(features, source=source_name(data), callbacks=callbacks,
-                     known_anomalies=known)
+                     known_anomalies=known, known_normals=normals)
         if outliers_path is not None:
             write_training_outliers(frame, detector.training_outliers_, outliers_path)
         detector.save(model_path)
@@ -131,22 +143,37 @@ def _data_path(data) -> Path | str:
     return data if is_database_url(data) else Path(data)
 
 
-def _check_known_options(data: Path, known_path: Path | None, label_column: str | None,
+def _verdict_files(known_anomalies, known_normals, verdicts) -> list[tuple[str, Path]]:
+    """The files of verdicts, each with its option: --known-anomalies, --known-normals
+    and every --verdicts file."""
+    if verdicts is None or isinstance(verdicts, (str, Path)):
+        verdicts = [] if verdicts is None else [verdicts]
+    given = [("--known-anomalies", known_anomalies), ("--known-normals", known_normals),
+             *(("--verdicts", path) for path in verdicts)]
+    return [(option, Path(path)) for option, path in given if path is not None]
+
+
+def _check_known_options(data: Path, files: list[tuple[str, Path]], label_column: str | None,
                          model_path: Path, outliers_path: Path | None,
                          detector_options: dict) -> None:
-    """Refuse, before any work, options for confirmed anomalies that cannot work."""
-    if known_path is not None and label_column is not None:
-        raise InputError("pass either --known-anomalies or --label-column, not both; put "
-                         "the confirmed rows in one place")
-    if known_path is not None:
-        if is_stdin(data) and is_stdin(known_path):
-            raise InputError("DATA and --known-anomalies cannot both be - (standard input); "
-                             "give one of them as a file")
-        for other, option in ((model_path, "--model"), (outliers_path, "--training-outliers")):
-            if other is not None and not is_stdin(known_path) \
-                    and known_path.resolve() == other.resolve():
-                raise InputError(f"--known-anomalies and {option} name the same file "
-                                 f"({known_path}); the confirmed rows need a file of their own")
+    """Refuse, before any work, options for verdicts that cannot work."""
+    if files and label_column is not None:
+        option = files[0][0]
+        what = "confirmed rows" if option == "--known-anomalies" else "verdicts"
+        raise InputError(f"pass either {option} or --label-column, not both; put the "
+                         f"{what} in one place")
+    piped = [option for option, path in files if is_stdin(path)]
+    if piped and (is_stdin(data) or len(piped) > 1):
+        other = "DATA" if is_stdin(data) else piped[0]
+        raise InputError(f"{other} and {piped[-1]} cannot both be - (standard input); give "
+                         "one of them as a file")
+    for option, path in files:
+        for other, other_option in ((model_path, "--model"),
+                                    (outliers_path, "--training-outliers")):
+            if other is not None and not is_stdin(path) and path.resolve() == other.resolve():
+                what = "confirmed rows" if option == "--known-anomalies" else "verdicts"
+                raise InputError(f"{option} and {other_option} name the same file "
+                                 f"({path}); the {what} need a file of their own")
     if label_column is not None:
         for option in ("exclude", "categorical"):
             if label_column in names(detector_options.get(option) or ()):
@@ -155,30 +182,74 @@ def _check_known_options(data: Path, known_path: Path | None, label_column: str 
                                  f"--{option}")
 
 
-def _known_rows(frame: pa.Table, data: Path, known_path: Path | None,
+def _known_rows(frame: pa.Table, data: Path, files: list[tuple[str, Path]],
                 label_column: str | None, detector: Detector
-                ) -> tuple[pa.Table, KnownRows | None, list[str]]:
-    """The training rows' features, their confirmed anomalies, and notes for the user."""
-    source = source_name(data)
+                ) -> tuple[pa.Table, KnownRows | None, KnownRows | None, list[str]]:
+    """The training rows' features, their confirmed anomalies and confirmed normals
+    (the union over every file), and notes for the user."""
+    source, options = source_name(data), _feature_options(detector)
     if label_column is not None:
-        if label_column not in frame.column_names:
-            raise InputError(f"label column `{label_column}` is not in {source}; its columns "
-                             f"are: {', '.join(frame.column_names)}")
-        mask = parse_label_column(frame.column(label_column), label_column, source)
-        features = frame.drop_columns([label_column])
-        known = known_from_mask(features, mask,
-                                f"the rows labelled anomalous in `{label_column}`", source,
-                                **_feature_options(detector))
-        return features, (known if len(known) else None), known.notes
-    if known_path is None:
-        return frame, None, []
-    table = read_table(known_path)
-    if table.num_rows == 0:
-        return frame, None, [f"{source_name(known_path)} has no rows; fitting without "
-                             "confirmed anomalies"]
-    known = known_from_file(frame, table, source_name(known_path), source,
-                            **_feature_options(detector))
-    return frame, (known if len(known) else None), known.notes
+        return _labelled_rows(frame, label_column, source, options)
+    anomalies, normals, notes = [], [], []
+    for option, path in files:
+        table, name = read_table(path), source_name(path)
+        if option == "--verdicts":
+            found = _review_verdicts(frame, table, name, source, options)
+            anomalies.append(found[0])
+            normals.append(found[1])
+            notes += found[2]
+        elif table.num_rows == 0:
+            kind = "confirmed anomalies" if option == "--known-anomalies" else "dismissed rows"
+            notes.append(f"{name} has no rows; fitting without {kind}")
+        elif option == "--known-anomalies":
+            anomalies.append(known_from_file(frame, table, name, source, **options))
+        else:
+            normals.append(normals_from_file(frame, table, name, source, **options))
+    known, dismissed = merged(anomalies, source, frame), merged(normals, source, frame)
+    notes += [note for rows in anomalies + normals if rows is not None for note in rows.notes]
+    if known is not None and not len(known):
+        known = None
+    return frame, known, dismissed, notes
+
+
+def _labelled_rows(frame: pa.Table, label_column: str, source: str, options: dict
+                   ) -> tuple[pa.Table, KnownRows | None, KnownRows | None, list[str]]:
+    """--label-column: its confirmed anomalies and dismissed rows, and DATA without it."""
+    if label_column not in frame.column_names:
+        raise InputError(f"label column `{label_column}` is not in {source}; its columns "
+                         f"are: {', '.join(frame.column_names)}")
+    anomalous, normal = parse_label_column(frame.column(label_column), label_column, source)
+    features = frame.drop_columns([label_column])
+    known = known_from_mask(features, anomalous,
+                            f"the rows labelled anomalous in `{label_column}`", source,
+                            **options)
+    dismissed = normals_from_mask(features, normal,
+                                  f"the rows labelled normal in `{label_column}`", source,
+                                  **options)
+    return (features, known if len(known) else None, dismissed if len(dismissed) else None,
+            known.notes)
+
+
+def _review_verdicts(frame: pa.Table, table: pa.Table, name: str, source: str,
+                     options: dict) -> tuple[KnownRows | None, KnownRows | None, list[str]]:
+    """A filled review file's confirmed anomalies and dismissed rows (each named by its
+    row in the file), and a note when it holds no verdict yet."""
+    anomalous, normal = verdict_masks(table, name)
+    reviewed = int(anomalous.sum() + normal.sum())
+    if not reviewed:
+        return None, None, [f"{name} has no verdicts yet (every `verdict` cell is empty); "
+                            "fitting without it"]
+    found = []
+    for mask, read in ((anomalous, known_from_file), (normal, normals_from_file)):
+        rows = np.flatnonzero(mask)
+        found.append(read(frame, table.filter(pa.array(mask)), name, source,
+                          row_numbers=rows + 1, kind="the verdicts", **options)
+                     if len(rows) else None)
+    anomalies, normals = found
+    # The count of rows reviewed goes with whichever kind the file had.
+    holder = normals if normals is not None else anomalies
+    holder.reviewed = reviewed
+    return anomalies, normals, []
 
 
 def _feature_options(detector: Detector) -> dict[str, list[str]]:
@@ -412,3 +483,87 @@ def _with_scores(table: pa.Table, scores: dict) -> pa.Table:
     for name, values in scores.items():
         table = table.append_column(name, pa.array(values))
     return table
+
+
+# ----- review ------------------------------------------------------------------------
+REVIEW_EXPLAIN = 3  # top_columns as `score --explain 3` writes them
+REVIEW_COLUMNS = ("row", "anomaly_score", EXPLANATION_COLUMN, VERDICT_COLUMN)
+
+
+@dataclass
+class ReviewResult:
+    rows: int  # rows of DATA
+    proposed: int  # rows written for review
+    reviewed: int  # rows of DATA that already had a verdict, never proposed again
+    output: Path | None  # None: written to stdout
+    seconds: float
+
+
+def review_file(model_path, data, *, budget: int, output, verdicts: Sequence = (),
+                query: str | None = None, seed: int | None = None,
+                picking: str = DEFAULT_PICKING) -> ReviewResult:
+    """Write the ``budget`` rows of ``data`` most worth a person's verdict (review.py)
+    to ``output`` (CSV or Parquet by extension, atomically; ``-`` for CSV on stdout):
+    the rows as given, then ``row`` (1-based data row number), ``anomaly_score``,
+    ``top_columns`` and an empty ``verdict`` column to fill with anomaly or normal.
+
+    ``data`` is the training file or a scored batch (its score columns are written
+    afresh), a database URL with ``query``; ``verdicts``: files of rows already
+    judged (earlier review files, filled in), never proposed again. ``seed`` drives
+    the picking's random parts (default: the model's seed); ``picking`` names one of
+    review.PICKINGS (the others are the benchmark's baselines)."""
+    started = time.perf_counter()
+    check_budget(budget, budget, "DATA")  # a budget below 1, before any work
+    query = read_query(query)
+    check_source_options(data, query)
+    data, verdict_paths = _data_path(data), [Path(path) for path in verdicts]
+    destination = None if output == "-" else Path(output)
+    if destination is not None:
+        for source, what in ((data, "input"), (Path(model_path), "model"),
+                             *((path, "verdicts") for path in verdict_paths)):
+            refuse_same_file(source, destination, "--output", what)
+        check_writable_destination(destination)
+    if any(is_stdin(path) for path in verdict_paths):
+        raise InputError("--verdicts cannot be - (standard input); give the filled review "
+                         "files by name")
+    detector = load(model_path, estimator=False)
+    table = read_source_table(data, query)
+    table = _without_review_columns(table, source_name(data))
+    judged = [(source_name(path), read_table(path)) for path in verdict_paths]
+    proposal = propose(detector, table, budget, verdicts=judged, seed=seed,
+                       source=source_name(data), picking=picking)
+    queue = _review_table(detector, table, proposal.rows, source_name(data))
+    stdout = sys.stdout.buffer if destination is None else None
+    with _file_sink(destination, stdout) as writer:
+        writer.write(queue)
+    return ReviewResult(rows=table.num_rows, proposed=len(proposal.rows),
+                        reviewed=proposal.reviewed, output=destination,
+                        seconds=time.perf_counter() - started)
+
+
+def _without_review_columns(table: pa.Table, source: str) -> pa.Table:
+    """DATA without the columns `score` writes (a scored batch's are written afresh);
+    an InputError for a `row` or `verdict` column, which the review file adds."""
+    taken = [name for name in ("row", VERDICT_COLUMN) if name in table.column_names]
+    if taken:
+        raise InputError(f"{source} has a column `{taken[0]}`, which the review file adds; "
+                         "rename or drop that column (a filled review file goes to "
+                         "--verdicts, not DATA)")
+    scored = [name for name in (*SCORE_COLUMNS, EXPLANATION_COLUMN) if name in table.column_names]
+    return table.drop_columns(scored)
+
+
+def _review_table(detector: Detector, table: pa.Table, rows: np.ndarray,
+                  source: str) -> pa.Table:
+    """The proposed rows as given, then their row number, score, top columns and an
+    empty verdict."""
+    chosen = table.take(pa.array(rows, pa.int64()))
+    # The same scores as `score` writes: the draws follow each row's content.
+    scores = detector.score_columns(chosen, source=source, explain=REVIEW_EXPLAIN)
+    added = {"row": pa.array(rows + 1, pa.int64()),
+             "anomaly_score": pa.array(scores["anomaly_score"], pa.float64()),
+             EXPLANATION_COLUMN: pa.array(scores[EXPLANATION_COLUMN], pa.string()),
+             VERDICT_COLUMN: pa.array([""] * len(rows), pa.string())}
+    for name, values in added.items():
+        chosen = chosen.append_column(name, values)
+    return chosen

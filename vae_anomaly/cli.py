@@ -267,11 +267,27 @@ def fit(
              "rows of DATA with the same values never train as normal (a confirmed row "
              "whose values over 20% of DATA share is a kind of normal: it is left out, "
              "with a note).")] = None,
+    known_normals: Annotated[Optional[Path], typer.Option(
+        metavar="FILE",
+        help="Rows dismissed as normal (false alarms), in the same form as "
+             "--known-anomalies. They train as normal, never left out as outliers, and "
+             "training pulls their scores below the threshold's quantile, so that their "
+             "look-alikes stop being flagged; held out, they stay in the threshold's rows. "
+             "Dismissed rows that are not rows of DATA (from a scored batch) join the "
+             "training rows.")] = None,
+    verdicts: Annotated[Optional[list[Path]], typer.Option(
+        metavar="FILE",
+        help="A filled review file (vae-anomaly review writes one; any CSV or Parquet "
+             "with the feature columns will do): its verdict column holds anomaly, normal "
+             "(any case) or an empty cell, which is skipped; other columns (row, "
+             "anomaly_score, top_columns) are ignored. Repeat for every review so far: "
+             "verdicts accumulate, and the union of these files, --known-anomalies and "
+             "--known-normals counts.")] = None,
     label_column: Annotated[Optional[str], typer.Option(
         metavar="COL",
-        help="The same knowledge inside DATA: a column that is 1, true or yes for a "
-             "confirmed anomaly, and 0, false, no or empty otherwise. It is never a "
-             "feature.")] = None,
+        help="The same knowledge inside DATA: a column that is 1, true, yes or anomaly "
+             "for a confirmed anomaly, normal for a dismissed row, and 0, false, no or "
+             "empty otherwise. It is never a feature.")] = None,
     device: DeviceOption = Device.auto,
     quiet: QuietOption = False,
 ) -> None:
@@ -288,14 +304,19 @@ def fit(
     instead. Rows whose loss stands far out (broken records) leave the training
     and are counted, or listed with --training-outliers. Rows confirmed as
     anomalous (--known-anomalies or --label-column) are trained against, so that
-    their unconfirmed look-alikes in DATA score high too. The model file is
-    replaced atomically, only on success.
+    their unconfirmed look-alikes in DATA score high too; rows dismissed as normal
+    (--known-normals, or a filled review file with --verdicts) train as normal and are
+    pulled below the threshold, so that their look-alikes stop being flagged. The
+    model file is replaced atomically, only on success.
 
     \b
     Example: vae-anomaly fit normal.csv --model model.vae --exclude id --seed 1
     \b
     With the rows the morning's review confirmed:
     vae-anomaly fit normal.csv --known-anomalies confirmed.csv --exclude id
+    \b
+    The weekly refit, with every review so far:
+    vae-anomaly fit normal.csv --verdicts review-1.csv --verdicts review-2.csv --exclude id
     """
     from .api import fit_file
 
@@ -309,6 +330,7 @@ def fit(
         result = _run(lambda: fit_file(data, model, callbacks=callbacks, query=query,
                                        training_outliers=training_outliers,
                                        known_anomalies=known_anomalies,
+                                       known_normals=known_normals, verdicts=verdicts,
                                        label_column=label_column, **options))
     if not quiet:
         console = _stderr()
@@ -325,6 +347,10 @@ def fit(
             from .fit_summary import known_anomalies_text
 
             console.print(f"Known anomalies: {known_anomalies_text(vars(s))}", markup=False)
+        if s.known_normals or s.verdicts_reviewed:
+            from .fit_summary import verdicts_text
+
+            console.print(f"Verdicts: {verdicts_text(vars(s))}", markup=False)
 
 
 def _training_outliers_text(count: int, rows: int, path: Path | None) -> str:
@@ -520,6 +546,57 @@ def _render_metrics(m: dict) -> None:
     Console(highlight=False).print(table)
 
 
+@app.command(short_help="Propose the rows of DATA most worth a verdict, for the next fit.")
+def review(
+    model: Annotated[Path, typer.Argument(metavar="MODEL", help="Model file written by fit.")],
+    data: Annotated[str, typer.Argument(
+        metavar="DATA",
+        help="The training file the model was fitted on, or a scored batch: CSV or Parquet "
+             "(CSV may be compressed), - for CSV on standard input, or a database URL with "
+             "--query.")],
+    budget: Annotated[int, typer.Option(
+        metavar="B", help="How many rows to propose (at least 1, at most the rows of DATA).")],
+    output: Annotated[str, typer.Option(
+        "--output", "-o", metavar="PATH|-",
+        help="The review file to write (.csv or .parquet; .csv.gz, .csv.bz2 or .csv.zst "
+             "compressed), or - for CSV on stdout.")],
+    verdicts: Annotated[Optional[list[Path]], typer.Option(
+        "--verdicts", metavar="FILE",
+        help="A file of rows already judged (an earlier review file, filled in), never "
+             "proposed again; repeat for several.")] = None,
+    query: QueryOption = None,
+    seed: Annotated[Optional[int], typer.Option(
+        "--seed", help="Seed for the picking's random parts. Default: the model's training "
+                       "seed.")] = None,
+    quiet: QuietOption = False,
+) -> None:
+    """Write the B rows of DATA most worth a person's verdict to a review file.
+
+    The review file holds the rows as given, then row (the 1-based data row number),
+    anomaly_score, top_columns (as score --explain 3 writes them) and an empty verdict
+    column: fill it with anomaly or normal, leave it empty to skip a row, and pass the
+    file to the next fit with --verdicts. The rows are those an IsolationForest on the
+    encoded rows finds easiest to isolate, one per group of similar rows: odd single
+    rows, and the groups of anomalies the model has learned as normal, which its own
+    score ranks low. Rows already judged in a --verdicts file (matched by their
+    values) are never proposed again.
+
+    \b
+    Example: vae-anomaly review model.vae train.csv --budget 20 -o review.csv --verdicts last-week.csv
+    """
+    from .api import review_file
+
+    result = _run(lambda: review_file(model, data, budget=budget, output=output,
+                                      verdicts=verdicts or (), query=query, seed=seed))
+    if not quiet:
+        judged = f" ({result.reviewed} already had a verdict)" if result.reviewed else ""
+        destination = "stdout" if result.output is None else str(result.output)
+        _stderr().print(
+            f"Proposed {result.proposed} of {result.rows} rows for review{judged} in "
+            f"{result.seconds:.1f}s; wrote {destination}: fill its verdict column with "
+            "anomaly or normal, then fit --verdicts it", markup=False)
+
+
 @app.command(short_help="Write an HTML report on a model and a scored file.")
 def report(
     model: Annotated[Path, typer.Argument(metavar="MODEL", help="Model file written by fit.")],
@@ -586,6 +663,7 @@ def _render_info(d: dict) -> None:
         ("training rows", f"{t['train_rows']} (+{t['validation_rows']} held out)"),
         ("judged anomalous", d["training_outliers"]),
         ("known anomalies", d["known_anomalies"]),
+        ("verdicts", d["verdicts"]),
         ("epochs", f"{t['epochs_run']} run, best {t['best_epoch']}"
                    f"{' (stopped early)' if t['stopped_early'] else ''}"),
         ("final losses", t["final_losses"]),

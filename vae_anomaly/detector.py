@@ -39,9 +39,9 @@ from .defaults import DEFAULT_BETA, DEFAULT_FPR, DEFAULT_SAMPLES, SCORE_KINDS
 from .errors import InputError
 from .explanation import column_contributions, top_columns
 from .fit_summary import FitSummary
-from .fitting import Exposure, FitLabel, SplitFit, fit_split, unlabelled
+from .fitting import Dismissal, Exposure, FitLabel, SplitFit, fit_split, unlabelled
 from .health import HealthMonitor
-from .known import KnownRows, resolve_known
+from .known import KnownRows, check_verdicts_agree, resolve_known, resolve_normals
 from .params import check_params, check_score_options, names, resolve_device
 from .preprocessing import EncodedBatch, Preprocessor
 from .scoring import ScoreParts, row_keys, score_rows
@@ -87,14 +87,20 @@ class Detector:
 
     # ----- fitting -----------------------------------------------------------------
     def fit(self, frame: pd.DataFrame | pa.Table, source: str = "the training data", *,
-            callbacks: Sequence[TrainingCallback] = (), known_anomalies=None) -> Detector:
+            callbacks: Sequence[TrainingCallback] = (), known_anomalies=None,
+            known_normals=None) -> Detector:
         """Learn normal behaviour from ``frame`` and set the threshold on held-out rows:
         the main fit's, and on small files those of extra calibration fits.
         ``callbacks`` hear about every epoch (the CLI's progress bar).
         ``known_anomalies``: rows confirmed as anomalous, a table (a DataFrame or an
         Arrow table with the feature columns) or a boolean mask over ``frame``'s rows.
         Training pushes their scores up (outlier exposure), and the training rows
-        they match leave the normal rows, held-out ones included (known.py)."""
+        they match leave the normal rows, held-out ones included (known.py).
+        ``known_normals``: rows dismissed as normal, in the same forms. They train as
+        normal (robust training never rejects them) and training pulls their scores
+        below the threshold's quantile; held out, they stay calibration rows; rows
+        that are not rows of ``frame`` join the training rows. Rows are matched by
+        their values, and values both confirmed and dismissed are an InputError."""
         check_params(self)
         started = time.perf_counter()
         frame = to_arrow(frame)
@@ -103,21 +109,24 @@ class Detector:
                              f"{MIN_TRAINING_ROWS} rows of normal records")
         device = resolve_device(self.device)
         known = self._known(frame, known_anomalies, source)
+        normals = self._known_normals(frame, known_normals, source)
+        check_verdicts_agree(known, normals)
         frame, order = self._in_canonical_order(frame, source)
         if known is not None:
             known = dataclasses.replace(known, in_data=known.in_data[order])
+        dismissal = self._dismissal(normals, order, source)
         train_index, val_index = self._split(frame.num_rows, known)
         folds = calibration_folds(train_index, val_index, self.seed, self.calibration_fits)
         exposures = _exposures(known, len(folds), self.seed)
         main = self._fit_on(frame, train_index, val_index, self.seed, device,
                             _labelled(callbacks, 0, len(folds)), source,
-                            exposure=exposures[0])
+                            exposure=exposures[0], dismissal=dismissal)
         self.preprocessor_, self.model_ = main.preprocessor, main.model
         self.config_ = main.model.config
         fits = [main] + [
             self._fit_on(frame, fold_train, fold_val, fold_seed(self.seed, fold), device,
                          _labelled(callbacks, fold, len(folds)), source,
-                         judge_outliers=False, exposure=exposures[fold])
+                         judge_outliers=False, exposure=exposures[fold], dismissal=dismissal)
             for fold, (fold_train, fold_val) in enumerate(folds, start=1)]
         calibration = [fit.heldout for fit in fits]
         scores = {kind: np.concatenate([parts.score(kind) for parts in calibration])
@@ -128,8 +137,10 @@ class Detector:
         self.share_threshold_ = self._share_threshold(frame, known, source)
         self.training_outliers_ = main.outliers.renumbered(order)
         result = main.result
+        added = 0 if dismissal is None else dismissal.outside.num_rows
         self.summary_ = FitSummary(
-            rows=frame.num_rows, train_rows=len(train_index), validation_rows=len(val_index),
+            rows=frame.num_rows, train_rows=len(train_index) + added,
+            validation_rows=len(val_index),
             epochs_run=len(result.history), best_epoch=result.best_epoch,
             stopped_early=result.stopped_early, seconds=time.perf_counter() - started,
             # The main fit's epochs; the fit labels only matter to live callbacks.
@@ -138,8 +149,42 @@ class Detector:
             calibration_left_out=int(len(kept) - kept.sum()),
             calibration_tail=self.calibration_tail_,
             training_outliers=len(main.outliers.rows), share_threshold=self.share_threshold_,
-            **self._known_counts(known, fits))
+            **self._known_counts(known, fits), **_normal_counts(normals, known),
+            **self._dismissed_flagged(normals))
         return self
+
+    def _dismissed_flagged(self, normals: KnownRows | None) -> dict[str, int]:
+        """How many dismissed rows the model still flags at its threshold (in-sample:
+        it trained on them), as ``score`` scores them."""
+        if normals is None:
+            return {}
+        encoded = self.preprocessor_.transform(normals.table, source=normals.source)
+        cpu = resolve_device("cpu")
+        self.model_.to(cpu)
+        parts = self._score_encoded(encoded, row_keys(encoded), self.samples, self.seed, cpu)
+        flagged = parts.score(self.score_kind) > self.threshold_for(self.score_kind)
+        return {"known_normals_flagged": int(flagged.sum())}
+
+    def _known_normals(self, frame: pa.Table, known_normals, source: str) -> KnownRows | None:
+        if isinstance(known_normals, pd.DataFrame):
+            known_normals = to_arrow(known_normals)
+        return resolve_normals(frame, known_normals, source,
+                               categorical=names(self.categorical), exclude=names(self.exclude))
+
+    @staticmethod
+    def _dismissal(normals: KnownRows | None, order: np.ndarray,
+                   source: str) -> Dismissal | None:
+        """The confirmed normals as each fit takes them, in the rows' canonical order;
+        those from outside the data sorted by their values' keys, so that their order
+        as given does not change the model either."""
+        if normals is None:
+            return None
+        outside = (normals.outside if normals.outside is not None
+                   else np.zeros(len(normals), bool))
+        rows = np.flatnonzero(outside)
+        rows = rows[np.argsort(normals.keys[rows], kind="stable")]
+        return Dismissal(normals.in_data[order], normals.table.take(pa.array(rows, pa.int64())),
+                         normals.source)
 
     def _share_threshold(self, frame: pa.Table, known: KnownRows | None,
                          source: str) -> dict | None:
@@ -176,6 +221,8 @@ class Detector:
         if fits[0].heldout_near_known is None:
             return np.zeros(len(scores), dtype=bool)
         near = np.concatenate([fit.heldout_near_known for fit in fits])
+        if fits[0].heldout_dismissed is not None:  # a person said these are normal
+            near &= ~np.concatenate([fit.heldout_dismissed for fit in fits])
         return unconfirmed_siblings(scores, near, self.fpr)
 
     def _known(self, frame: pa.Table, known_anomalies, source: str) -> KnownRows | None:
@@ -208,7 +255,8 @@ class Detector:
 
     def _fit_on(self, frame: pa.Table, train_index: np.ndarray, val_index: np.ndarray, seed: int,
                 device, callbacks: Sequence[TrainingCallback], source: str,
-                judge_outliers: bool = True, exposure: Exposure | None = None) -> SplitFit:
+                judge_outliers: bool = True, exposure: Exposure | None = None,
+                dismissal: Dismissal | None = None) -> SplitFit:
         """One fit on ``train_index``, ``val_index`` held out (fitting.fit_split); a
         calibration fit (``judge_outliers`` False) judges no outliers."""
         return fit_split(frame, train_index, val_index, seed=seed, device=device,
@@ -217,7 +265,7 @@ class Detector:
                          latent_dim=self.latent_dim, training=self._training_config(),
                          samples=self.samples, score_seed=self.seed,
                          outlier_kind=self.score_kind if judge_outliers else None,
-                         exposure=exposure)
+                         exposure=exposure, dismissal=dismissal)
 
     def _split(self, n: int, known: KnownRows | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Training and held-out rows; rows that are confirmed anomalies are neither."""
@@ -235,9 +283,13 @@ class Detector:
         return train_index, val_index
 
     def _training_config(self) -> TrainingConfig:
+        # The threshold's quantile: 1 - fpr, or 1 - the share with contamination a share.
+        share = (self.fpr if self.contamination == "auto" or self.contamination == 0
+                 else self.contamination)
         return TrainingConfig(epochs=self.epochs, batch_size=self.batch_size,
                               learning_rate=self.learning_rate, beta=self.beta,
-                              contamination=self.contamination)  # check_params parsed it
+                              contamination=self.contamination,  # check_params parsed it
+                              normal_quantile=1 - float(share))
 
     # ----- scoring -----------------------------------------------------------------
     def score(self, frame: pd.DataFrame | pa.Table, *, samples: int | None = None,
@@ -408,3 +460,13 @@ def _exposures(known: KnownRows | None, calibration_fits: int, seed: int) -> lis
     return [Exposure(table, every, every, known.source)] + [
         Exposure(table, np.sort(np.setdiff1d(order, block)), np.sort(block), known.source)
         for block in blocks]
+
+
+def _normal_counts(normals: KnownRows | None, known: KnownRows | None) -> dict[str, int]:
+    """FitSummary's counts of the confirmed normals and of the rows reviewed."""
+    reviewed = sum(rows.reviewed for rows in (normals, known) if rows is not None)
+    if normals is None:
+        return {"verdicts_reviewed": reviewed} if reviewed else {}
+    outside = 0 if normals.outside is None else int(normals.outside.sum())
+    return dict(known_normals=len(normals), known_normals_in_data=int(normals.in_data.sum()),
+                known_normals_added=outside, verdicts_reviewed=reviewed)

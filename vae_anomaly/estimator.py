@@ -67,14 +67,18 @@ class VAEAnomalyDetector(OutlierMixin, Detector, BaseEstimator):
     def __sklearn_is_fitted__(self) -> bool:
         return hasattr(self, "model_")
 
-    def fit(self, X, y=None, *, known_anomalies=None, **fit_options) -> VAEAnomalyDetector:
+    def fit(self, X, y=None, *, known_anomalies=None, known_normals=None,
+            **fit_options) -> VAEAnomalyDetector:
         """Learn normal behaviour from ``X``; ``y`` is ignored (scikit-learn's outlier
         detectors take it for pipelines). ``known_anomalies``: rows confirmed as
         anomalous, as a table like ``X`` (a DataFrame, an Arrow table or a 2-D array)
         or a boolean mask over ``X``'s rows; training pushes their scores up and never
-        treats them as normal. ``fit_options`` are ``Detector.fit``'s."""
+        treats them as normal. ``known_normals``: rows dismissed as normal (false
+        alarms), in the same forms; they train as normal and training pulls their
+        scores below the threshold's quantile. ``fit_options`` are ``Detector.fit``'s."""
         table = self._input_table(X, reset=True)
         return super().fit(table, known_anomalies=_known_input(known_anomalies),
+                           known_normals=_known_input(known_normals, "known_normals"),
                            **fit_options)
 
     def score(self, X, y=None, **options) -> pd.DataFrame:
@@ -133,10 +137,10 @@ class VAEAnomalyDetector(OutlierMixin, Detector, BaseEstimator):
             del self.feature_names_in_
 
 
-def _known_input(known):
-    """Confirmed anomalies as Detector.fit takes them: a table stays a table, a 1-D
-    boolean array is a mask over the training rows, and a 2-D array is rows named
-    x0, x1, ... as numpy input is."""
+def _known_input(known, parameter: str = "known_anomalies"):
+    """Confirmed rows (``parameter``: known_anomalies or known_normals) as Detector.fit
+    takes them: a table stays a table, a 1-D boolean array is a mask over the training
+    rows, and a 2-D array is rows named x0, x1, ... as numpy input is."""
     if known is None or isinstance(known, (pd.DataFrame, pa.Table)):
         return known
     values = np.asarray(known)
@@ -145,6 +149,6 @@ def _known_input(known):
     if values.ndim == 2:
         names = [f"x{i}" for i in range(values.shape[1])]
         return to_arrow(pd.DataFrame(values, columns=names))
-    raise InputError(f"known_anomalies must be a table of confirmed rows, a 2-D array of "
+    raise InputError(f"{parameter} must be a table of confirmed rows, a 2-D array of "
                      f"them or a boolean mask over the training rows (got an array of "
                      f"shape {values.shape} and type {values.dtype})")

@@ -54,14 +54,34 @@ class FitSummary:
     # score kind). None: held-out scores set it at ``fpr`` (auto, 0, or a model file
     # from before it, whatever its contamination); the model file then lacks the key.
     share_threshold: dict | None = None
+    # Confirmed normals (fit --known-normals / --verdicts / the word `normal` in
+    # --label-column; 0 = none, or a model file from before them): how many the fit
+    # trained as normal and pulled down, how many training rows have their values
+    # (dismissed rows of the training file), and how many came from outside it and
+    # joined the training rows. ``verdicts_reviewed``: rows with a verdict in the
+    # filled review files given (--verdicts), before any was merged or left out.
+    known_normals: int = 0
+    known_normals_in_data: int = 0
+    known_normals_added: int = 0
+    # How many of them the model still flags at its threshold (in-sample).
+    known_normals_flagged: int = 0
+    verdicts_reviewed: int = 0
 
     def to_dict(self) -> dict:
         """The model file's ``training`` section: every field, but share_threshold only
-        where it is set, so that models fitted without it stay as they were."""
+        where it is set and the dismissals' counts only where there are any, so that
+        models fitted without them stay byte for byte as they were."""
         record = dict(vars(self))
         if record.get("share_threshold") is None:
             record.pop("share_threshold", None)
+        for key in VERDICT_COUNTS:
+            if not record.get(key):
+                record.pop(key, None)
         return record
+
+
+VERDICT_COUNTS = ("known_normals", "known_normals_in_data", "known_normals_added",
+                  "known_normals_flagged", "verdicts_reviewed")
 
 
 @dataclass
@@ -96,4 +116,23 @@ def known_anomalies_text(training: dict) -> str:
     if heldout:
         text += (f"; held out of their calibration fit, {training.get('known_heldout_flagged', 0)}"
                  f" of {heldout} were flagged")
+    return text
+
+
+def verdicts_text(training: dict) -> str:
+    """The verdicts a fit used, in words (fit line, `info`, the report): confirmed
+    anomalies, dismissed normals and rows reviewed; 'none' without any."""
+    anomalies, normals = training.get("known_anomalies", 0), training.get("known_normals", 0)
+    reviewed = training.get("verdicts_reviewed", 0)
+    if not (anomalies or normals or reviewed):
+        return "none"
+    text = (f"{anomalies} confirmed anomal{'y' if anomalies == 1 else 'ies'}, {normals} "
+            f"dismissed as normal, {reviewed} row{'' if reviewed == 1 else 's'} reviewed")
+    added = training.get("known_normals_added", 0)
+    if added:
+        text += f" ({added} dismissed row{'' if added == 1 else 's'} from outside the data "
+        text += "joined the training rows)"
+    if normals:
+        text += (f"; the model flags {training.get('known_normals_flagged', 0)} of the "
+                 f"{normals} dismissed at its threshold")
     return text

@@ -42,6 +42,20 @@ class Exposure:
 
 
 @dataclass
+class Dismissal:
+    """Confirmed normals for one fit: ``in_data``, True for the rows of the data with a
+    dismissed row's values (those among the fit's training rows are pulled down, those
+    held out stay calibration rows), and ``outside``, the dismissed rows no row of the
+    data has (from a scored batch), which join the training rows. The preprocessing is
+    learned from the data's own rows alone: dismissed rows were picked for standing
+    out, and the scaling should describe the rows as they come."""
+
+    in_data: np.ndarray
+    outside: pa.Table
+    source: str
+
+
+@dataclass
 class SplitFit:
     """What ``fit_split`` learned and judged."""
 
@@ -54,13 +68,17 @@ class SplitFit:
     # True for the held-out rows with a confirmed row among their nearest neighbours
     # (known.near_confirmed); None without confirmed rows.
     heldout_near_known: np.ndarray | None = None
+    # True for the held-out rows confirmed normal (they stay calibration rows whatever
+    # their neighbours); None without confirmed normals.
+    heldout_dismissed: np.ndarray | None = None
 
 
 def fit_split(frame: pa.Table, train_index: np.ndarray, val_index: np.ndarray, *, seed: int,
               device, callbacks: Sequence[TrainingCallback], source: str,
               categorical: list[str], exclude: list[str], latent_dim: int | None,
               training: TrainingConfig, samples: int, score_seed: int,
-              outlier_kind: str | None, exposure: Exposure | None = None) -> SplitFit:
+              outlier_kind: str | None, exposure: Exposure | None = None,
+              dismissal: Dismissal | None = None) -> SplitFit:
     """Preprocessor and network learned from ``train_index`` (training stops early on
     ``val_index``), the model on the CPU; the scores of the ``val_index`` rows, and the
     rows of both judged anomalous.
@@ -68,7 +86,8 @@ def fit_split(frame: pa.Table, train_index: np.ndarray, val_index: np.ndarray, *
     ``seed`` seeds the weights and the training; ``samples`` and ``score_seed`` are
     the detector's scoring settings, ``outlier_kind`` the score the outliers keep
     (None for a calibration fit, whose held-out scores are all that is kept).
-    ``exposure``: confirmed anomalies to train against and to score.
+    ``exposure``: confirmed anomalies to train against and to score; ``dismissal``:
+    confirmed normals to train as normal and pull down.
     """
     # Held-out rows calibrate the threshold, so nothing may be fitted on them, the
     # scaling included: the quantile map's density would favour its own rows.
@@ -90,9 +109,12 @@ def fit_split(frame: pa.Table, train_index: np.ndarray, val_index: np.ndarray, *
     confirmed = (None if exposure is None
                  else preprocessor.transform(exposure.confirmed, source=exposure.source))
     exposed = _rows(confirmed, exposure and exposure.trained)
-    result = train(model, _tensors(encoded, train_index, device), val_data, training,
+    train_data, dismissed = _training_rows(encoded, train_index, preprocessor, dismissal,
+                                           device)
+    result = train(model, train_data, val_data, training,
                    generator, callbacks,
-                   known=None if exposed is None else _tensors(exposed, slice(None), device))
+                   known=None if exposed is None else _tensors(exposed, slice(None), device),
+                   dismissed=dismissed)
 
     def score(part: EncodedBatch) -> ScoreParts:
         # Rows get their content's draws and the scoring seed, so these scores equal
@@ -110,9 +132,12 @@ def fit_split(frame: pa.Table, train_index: np.ndarray, val_index: np.ndarray, *
     heldout = scores(val_index)
     outliers = None
     if outlier_kind is not None:
-        rejected = (train_index[result.rejected.numpy()] if result.rejected is not None
-                    else train_index[:0])
+        # The dismissed rows from outside the data come last and are never rejected.
+        rejected = (train_index[result.rejected.numpy()[:len(train_index)]]
+                    if result.rejected is not None else train_index[:0])
         held_out = _heldout_outliers(model, val_data, result, training.beta, generator)
+        if dismissal is not None:  # a person said these are normal
+            held_out &= ~dismissal.in_data[val_index]
         rows = np.concatenate([rejected, val_index[held_out]])
         row_scores = np.concatenate([scores(rejected).score(outlier_kind),
                                      heldout.score(outlier_kind)[held_out]])
@@ -123,7 +148,32 @@ def fit_split(frame: pa.Table, train_index: np.ndarray, val_index: np.ndarray, *
     near = None if confirmed is None else near_confirmed(
         encoded.rows(val_index), encoded.rows(train_index), confirmed,
         layout.category_sizes, seed)
-    return SplitFit(preprocessor, model.cpu(), result, heldout, outliers, known, near)
+    return SplitFit(preprocessor, model.cpu(), result, heldout, outliers, known, near,
+                    None if dismissal is None else dismissal.in_data[val_index])
+
+
+def _training_rows(encoded: EncodedBatch, train_index: np.ndarray,
+                   preprocessor: Preprocessor, dismissal: Dismissal | None,
+                   device) -> tuple[Tensors, torch.Tensor | None]:
+    """The rows training learns from (the data's ``train_index`` rows, then the
+    dismissed rows from outside the data) and the positions among them of the confirmed
+    normals; None without any."""
+    rows = encoded.rows(train_index)
+    if dismissal is None:
+        return _tensors(rows, slice(None), device), None
+    added = 0
+    if dismissal.outside.num_rows:
+        outside = preprocessor.transform(dismissal.outside, source=dismissal.source)
+        rows = EncodedBatch(*(np.concatenate([getattr(rows, name), getattr(outside, name)])
+                              for name in ("numeric", "indicators", "categories",
+                                           "nll_offset")))
+        added = len(outside)
+    positions = np.r_[np.flatnonzero(dismissal.in_data[train_index]),
+                      len(train_index) + np.arange(added)]
+    if not len(positions):
+        return _tensors(rows, slice(None), device), None
+    return (_tensors(rows, slice(None), device),
+            torch.from_numpy(positions.astype(np.int64)).to(device))
 
 
 def _rows(confirmed: EncodedBatch | None, index: np.ndarray | None) -> EncodedBatch | None:

@@ -10,10 +10,19 @@ columns it is a kind of normal, and no model can flag it without them.
 nearest neighbours: the threshold leaves such rows out while they crowd its tail
 (calibration.unconfirmed_siblings). docs/method.md, "Confirmed anomalies", says
 what they change.
+
+Dismissed rows (``fit --known-normals FILE``, ``--verdicts FILE``, the word
+``normal`` in ``--label-column``) are confirmed normals: KnownRows too, resolved by
+``resolve_normals``. They train as normal, and the fit pulls their scores below the
+threshold's quantile (training.py); they are never left out as too common (a
+dismissal says nothing against its look-alikes), and those that match no training row
+join the training rows (``outside``). ``read_verdicts`` splits a filled review file
+into both kinds. docs/method.md, "Dismissed rows", says what they change.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -27,45 +36,104 @@ from .preprocessing import EncodedBatch, Preprocessor
 from .rejection import MAX_CONTAMINATION
 from .scoring import row_keys
 
-ANOMALY_WORDS = ("1", "true", "yes")
+# --label-column's words: existing files keep their meaning (1/true/yes confirmed,
+# 0/false/no/empty unlabelled), and a review's two verdicts are words too.
+ANOMALY_WORDS = ("1", "true", "yes", "anomaly")
+NORMAL_WORDS = ("normal",)
 UNLABELLED_WORDS = ("0", "false", "no", "")
+# A review file (vae-anomaly review): the rows, and this column for a person to fill.
+VERDICT_COLUMN = "verdict"
+VERDICT_ANOMALY, VERDICT_NORMAL = "anomaly", "normal"
 
 
 @dataclass
 class KnownRows:
-    """The confirmed anomalies of a fit, and which training rows they are."""
+    """The confirmed anomalies (or confirmed normals) of a fit, and which training rows
+    they are."""
 
     table: pa.Table  # the confirmed rows, as given
     source: str  # their name in messages: a file name, or "the known anomalies"
     in_data: np.ndarray  # bool over the training rows: the rows that are confirmed ones
     notes: list[str] = field(default_factory=list)  # for the user: rows left out, and why
+    # Each row's key (scoring.row_keys of its values, encoded as the training data's
+    # are), to find the same values among other verdicts; None: not computed.
+    keys: np.ndarray | None = None
+    # Each row's name in messages ("row 4 of review.csv"); None: "row i of source".
+    names: list[str] | None = None
+    # True for the rows whose values no training row has (confirmed normals from a
+    # scored batch: they join the training rows); None: none.
+    outside: np.ndarray | None = None
+    # Rows that had a verdict in the files these came from (reviewed ones; 0: untold).
+    reviewed: int = 0
 
     def __len__(self) -> int:
         return self.table.num_rows
 
+    def row_name(self, row: int) -> str:
+        return self.names[row] if self.names is not None else f"row {row + 1} of {self.source}"
 
-def parse_label_column(values: pa.ChunkedArray, column: str, source: str) -> np.ndarray:
-    """``--label-column``: True where a row is a confirmed anomaly (1/true/yes), False
-    where it is unlabelled (0/false/no or empty); any other value is an InputError
-    naming it and its 1-based data row."""
+
+def parse_label_column(values: pa.ChunkedArray, column: str,
+                       source: str) -> tuple[np.ndarray, np.ndarray]:
+    """``--label-column``: masks of the confirmed anomalies (1/true/yes/anomaly) and of
+    the confirmed normals (normal); 0/false/no or empty is unlabelled; any other value
+    is an InputError naming it and its 1-based data row."""
     if pa.types.is_boolean(values.type):
-        return pc.fill_null(values, False).to_numpy(zero_copy_only=False).astype(bool)
+        anomalous = pc.fill_null(values, False).to_numpy(zero_copy_only=False).astype(bool)
+        return anomalous, np.zeros(len(anomalous), dtype=bool)
+    words = _words(values)
+    anomalous, normal = np.zeros(len(words), dtype=bool), np.zeros(len(words), dtype=bool)
+    for row, word in enumerate(words):
+        if word is None or word in UNLABELLED_WORDS:
+            continue
+        if word not in ANOMALY_WORDS + NORMAL_WORDS:
+            raise InputError(
+                f"label column `{column}` in {source} has {values[row].as_py()!r} at row "
+                f"{row + 1}; use 1, true, yes or anomaly for a confirmed anomaly, normal for "
+                "a dismissed one, and 0, false, no or an empty cell for the rest")
+        (anomalous if word in ANOMALY_WORDS else normal)[row] = True
+    return anomalous, normal
+
+
+def _words(values: pa.ChunkedArray) -> list[str | None]:
+    """Each cell as a trimmed lower-case word; None for a missing cell."""
     missing = missing_mask(values)
     if is_text(values.type):
         words = pc.utf8_lower(pc.utf8_trim_whitespace(values)).to_pylist()
     else:
         words = [None if value is None else _number_text(value) for value in values.to_pylist()]
-    labels = np.zeros(len(words), dtype=bool)
+    return [None if missing[row] else word for row, word in enumerate(words)]
+
+
+def read_verdicts(table: pa.Table, source: str) -> tuple[pa.Table, pa.Table, int]:
+    """A filled review file split by its ``verdict`` column: (the rows marked anomaly,
+    the rows marked normal, how many rows have a verdict). The tables keep every
+    column as given (the features are picked out later); see verdict_masks."""
+    anomalous, normal = verdict_masks(table, source)
+    return (table.filter(pa.array(anomalous)), table.filter(pa.array(normal)),
+            int(anomalous.sum() + normal.sum()))
+
+
+def verdict_masks(table: pa.Table, source: str) -> tuple[np.ndarray, np.ndarray]:
+    """The rows of a review file marked anomaly, and those marked normal. Verdicts are
+    trimmed and read in any case; empty cells are rows not reviewed yet; any other word
+    is an InputError naming it and its 1-based data row."""
+    if VERDICT_COLUMN not in table.column_names:
+        raise InputError(f"{source} has no `{VERDICT_COLUMN}` column; a review file holds "
+                         f"the rows and a `{VERDICT_COLUMN}` column of {VERDICT_ANOMALY}, "
+                         f"{VERDICT_NORMAL} or empty cells (vae-anomaly review writes one)")
+    values = table.column(VERDICT_COLUMN)
+    words = ([None] * table.num_rows if pa.types.is_null(values.type) else _words(values))
+    anomalous, normal = np.zeros(len(words), dtype=bool), np.zeros(len(words), dtype=bool)
     for row, word in enumerate(words):
-        if missing[row] or word in UNLABELLED_WORDS:
+        if word is None or word == "":
             continue
-        if word not in ANOMALY_WORDS:
-            raise InputError(
-                f"label column `{column}` in {source} has {values[row].as_py()!r} at row "
-                f"{row + 1}; use 1, true or yes for a confirmed anomaly and 0, false, no or "
-                "an empty cell for the rest")
-        labels[row] = True
-    return labels
+        if word not in (VERDICT_ANOMALY, VERDICT_NORMAL):
+            raise InputError(f"verdict {values[row].as_py()!r} at row {row + 1} of {source} "
+                             f"is not a verdict; write {VERDICT_ANOMALY} or {VERDICT_NORMAL}, "
+                             "or leave it empty")
+        (anomalous if word == VERDICT_ANOMALY else normal)[row] = True
+    return anomalous, normal
 
 
 def _number_text(value) -> str:
@@ -101,32 +169,162 @@ def known_from_mask(frame: pa.Table, mask: np.ndarray, known_source: str, source
     keys = _training_keys(frame, source, categorical, exclude)[0]
     common, note = _common_patterns(keys, keys[mask], known_source, source)
     mask = mask & ~np.isin(keys, keys[mask][common])
-    rows = KnownRows(frame.filter(pa.array(mask)), known_source, mask, note)
+    rows = KnownRows(frame.filter(pa.array(mask)), known_source, mask, note, keys=keys[mask],
+                     names=_data_rows(mask, source))
     return _checked(rows, frame, source)
 
 
 def known_from_file(frame: pa.Table, known: pa.Table, known_source: str, source: str, *,
-                    categorical: list[str], exclude: list[str]) -> KnownRows:
-    """The rows of a ``--known-anomalies`` file (named ``known_source`` in messages)."""
-    return _from_table(frame, known, known_source, categorical, exclude, source)
+                    categorical: list[str], exclude: list[str],
+                    row_numbers: np.ndarray | None = None,
+                    kind: str = "the known anomalies") -> KnownRows:
+    """The rows of a ``--known-anomalies`` file (named ``known_source`` in messages;
+    ``row_numbers``: their 1-based rows in it, where they are some of its rows, as a
+    review file's marked ones; ``kind``: what the rows are, in messages)."""
+    return _from_table(frame, known, known_source, categorical, exclude, source,
+                       row_numbers, kind)
 
 
 def _from_table(frame: pa.Table, known: pa.Table, known_source: str, categorical: list[str],
-                exclude: list[str], source: str) -> KnownRows:
+                exclude: list[str], source: str, row_numbers: np.ndarray | None = None,
+                kind: str = "the known anomalies") -> KnownRows:
     if known.num_rows == 0:
         return KnownRows(known, known_source, np.zeros(frame.num_rows, dtype=bool))
-    keys, preprocessor = _training_keys(frame, source, categorical, exclude)
-    absent = [name for name in preprocessor.feature_names if name not in known.column_names]
-    if absent:
-        raise InputError(f"column `{absent[0]}` is missing from {known_source} (the model is "
-                         f"trained with it); the known anomalies need every feature column of "
-                         f"{source}")
-    known_keys = row_keys(preprocessor.transform(known, source=known_source))
+    keys, known_keys = _keys_of(frame, known, known_source, kind, categorical, exclude, source)
     common, note = _common_patterns(keys, known_keys, known_source, source)
+    numbers = _numbers(row_numbers, known.num_rows)[~common]
     if common.any():
         known, known_keys = known.filter(pa.array(~common)), known_keys[~common]
-    rows = KnownRows(known, known_source, np.isin(keys, known_keys), note)
+    rows = KnownRows(known, known_source, np.isin(keys, known_keys), note, keys=known_keys,
+                     names=[f"row {row} of {known_source}" for row in numbers])
     return _checked(rows, frame, source)
+
+
+def _numbers(row_numbers: np.ndarray | None, count: int) -> np.ndarray:
+    return np.arange(1, count + 1) if row_numbers is None else np.asarray(row_numbers)
+
+
+def _keys_of(frame: pa.Table, rows: pa.Table, rows_source: str, kind: str,
+             categorical: list[str], exclude: list[str],
+             source: str) -> tuple[np.ndarray, np.ndarray]:
+    """The training rows' keys and those of ``rows``, encoded alike; an InputError
+    when ``rows`` lacks a feature column (``kind`` names them in it)."""
+    keys, preprocessor = _training_keys(frame, source, categorical, exclude)
+    absent = [name for name in preprocessor.feature_names if name not in rows.column_names]
+    if absent:
+        raise InputError(f"column `{absent[0]}` is missing from {rows_source} (the model is "
+                         f"trained with it); {kind} need every feature column of {source}")
+    return keys, row_keys(preprocessor.transform(rows, source=rows_source))
+
+
+def _data_rows(mask: np.ndarray, source: str) -> list[str]:
+    return [f"row {row + 1} of {source}" for row in np.flatnonzero(mask)]
+
+
+def resolve_normals(frame: pa.Table, normals, source: str, *, categorical: list[str],
+                    exclude: list[str]) -> KnownRows | None:
+    """``normals`` (rows dismissed as normal: a table, or a boolean mask over
+    ``frame``'s rows) as KnownRows (None for None or no rows)."""
+    if normals is None or isinstance(normals, KnownRows):
+        return normals if normals is None or len(normals) else None
+    if isinstance(normals, pa.Table):
+        rows = normals_from_file(frame, normals, "the known normals", source,
+                                 categorical=categorical, exclude=exclude)
+    else:
+        mask = np.asarray(normals)
+        if mask.dtype != bool or mask.shape != (frame.num_rows,):
+            raise InputError(f"known normals must be a table of dismissed rows or a boolean "
+                             f"mask over the {frame.num_rows} training rows (got an array of "
+                             f"shape {mask.shape} and type {mask.dtype})")
+        rows = normals_from_mask(frame, mask, "the known normals", source,
+                                 categorical=categorical, exclude=exclude)
+    return rows if len(rows) else None
+
+
+def normals_from_mask(frame: pa.Table, mask: np.ndarray, normals_source: str, source: str, *,
+                      categorical: list[str], exclude: list[str]) -> KnownRows:
+    """The rows of ``frame`` that ``mask`` marks as confirmed normals (the word
+    ``normal`` in ``--label-column``)."""
+    if not mask.any():
+        return KnownRows(frame.filter(pa.array(mask)), normals_source, mask)
+    keys = _training_keys(frame, source, categorical, exclude)[0]
+    # Training rows with a dismissed row's values are dismissed rows too.
+    in_data = np.isin(keys, keys[mask])
+    return KnownRows(frame.filter(pa.array(mask)), normals_source, in_data, keys=keys[mask],
+                     names=_data_rows(mask, source), outside=np.zeros(int(mask.sum()), bool))
+
+
+def normals_from_file(frame: pa.Table, normals: pa.Table, normals_source: str, source: str, *,
+                      categorical: list[str], exclude: list[str],
+                      row_numbers: np.ndarray | None = None,
+                      kind: str = "the known normals") -> KnownRows:
+    """The rows of a ``--known-normals`` file. Unlike confirmed anomalies, none is left
+    out as too common, and there is no bound on their count: the fit's term for them is
+    an average (training.py), so thousands weigh as much as a handful. ``row_numbers``
+    and ``kind`` as for known_from_file."""
+    if normals.num_rows == 0:
+        return KnownRows(normals, normals_source, np.zeros(frame.num_rows, dtype=bool))
+    keys, normal_keys = _keys_of(frame, normals, normals_source, kind, categorical, exclude,
+                                 source)
+    return KnownRows(normals, normals_source, np.isin(keys, normal_keys), keys=normal_keys,
+                     names=[f"row {row} of {normals_source}"
+                            for row in _numbers(row_numbers, normals.num_rows)],
+                     outside=~np.isin(normal_keys, keys))
+
+
+def merged(parts: list[KnownRows], source: str, frame: pa.Table) -> KnownRows | None:
+    """The union of several sources' verdicts of one kind (``--verdicts`` files beside
+    ``--known-anomalies`` / ``--known-normals``): each set of values once, at its
+    first row; None when none has rows. One source is returned as it is."""
+    parts = [part for part in parts if part is not None]
+    reviewed = sum(part.reviewed for part in parts)
+    parts = [part for part in parts if len(part)]
+    if not parts:
+        return None
+    if len(parts) == 1:
+        return dataclasses.replace(parts[0], reviewed=reviewed)
+    keys = np.concatenate([part.keys for part in parts])
+    first = np.sort(np.unique(keys, return_index=True)[1])
+    names = [name for part in parts for name in
+             (part.names or [part.row_name(row) for row in range(len(part))])]
+    outside = np.concatenate([part.outside if part.outside is not None
+                              else np.zeros(len(part), bool) for part in parts])
+    in_data = np.logical_or.reduce([part.in_data for part in parts])
+    table = _stacked_tables([part.table for part in parts], frame).take(pa.array(first))
+    return KnownRows(table, ", ".join(part.source for part in parts), in_data,
+                     [note for part in parts for note in part.notes], keys=keys[first],
+                     names=[names[row] for row in first], outside=outside[first],
+                     reviewed=reviewed)
+
+
+def _stacked_tables(tables: list[pa.Table], frame: pa.Table) -> pa.Table:
+    """The feature columns of ``tables``, one table: by type where they agree, else as
+    text, which the preprocessor reads as the same values (every source's cells map
+    onto one logical type, logical_types.py)."""
+    columns = [name for name in frame.column_names
+               if all(name in table.column_names for table in tables)]
+    picked = [table.select(columns) for table in tables]
+    try:
+        return pa.concat_tables(picked, promote_options="permissive")
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        return pa.concat_tables([pa.table({name: pc.cast(table.column(name), pa.large_string())
+                                           for name in columns}) for table in picked])
+
+
+def check_verdicts_agree(anomalies: KnownRows | None, normals: KnownRows | None) -> None:
+    """Refuse values that are both confirmed anomalous and dismissed as normal: no fit
+    can push a row's score up and pull it down at once."""
+    if anomalies is None or normals is None or anomalies.keys is None or normals.keys is None:
+        return
+    both = np.flatnonzero(np.isin(anomalies.keys, normals.keys))
+    if not len(both):
+        return
+    row = int(both[0])
+    twin = int(np.flatnonzero(normals.keys == anomalies.keys[row])[0])
+    more = f" ({len(both) - 1} more such rows)" if len(both) > 1 else ""
+    raise InputError(f"{anomalies.row_name(row)} is confirmed as an anomaly and "
+                     f"{normals.row_name(twin)} is dismissed as normal, with the same values"
+                     f"{more}; give those values one verdict")
 
 
 def _training_keys(frame: pa.Table, source: str, categorical: list[str],

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from .artifact import FORMAT_NAME, FORMAT_VERSION
 from .calibration import threshold_source
-from .fit_summary import known_anomalies_text
+from .fit_summary import VERDICT_COUNTS, known_anomalies_text, verdicts_text
 from .loading import read_checked
 from .preprocessing import NUMERIC
 
@@ -14,7 +14,8 @@ from .preprocessing import NUMERIC
 def describe_model(model_path) -> dict:
     """A JSON-compatible description of a model file, for ``vae-anomaly info``."""
     meta = read_checked(model_path).metadata
-    training = dict(meta["training"])
+    # The dismissals' counts are left out of files fitted without any: 0 here.
+    training = {**dict.fromkeys(VERDICT_COUNTS, 0), **meta["training"]}
     last = training["history"][training["best_epoch"] - 1] if training["history"] else {}
     training["final_losses"] = (
         f"validation loss {last.get('val_loss', float('nan')):.4g} = reconstruction "
@@ -42,6 +43,8 @@ def describe_model(model_path) -> dict:
         "training": training,
         "training_outliers": _outliers_summary(training, meta["params"]),
         "known_anomalies": known_anomalies_text(training),
+        # Anomalies confirmed, rows dismissed as normal, rows reviewed.
+        "verdicts": verdicts_text(training),
         "versions": meta["versions"],
     }
 

@@ -149,6 +149,7 @@ def _model_section(info: dict, detector: Detector, scored_path,
         "Training rows": f"{training['train_rows']} + {training['validation_rows']} held out",
         "Training rows judged anomalous": info["training_outliers"],
         "Known anomalies": info["known_anomalies"],
+        "Verdicts": info["verdicts"],
         "Epochs": f"{training['epochs_run']} run, best {training['best_epoch']}"
         + (" (stopped early)" if training.get("stopped_early") else ""),
         "Architecture": info["architecture_summary"],
