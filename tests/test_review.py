@@ -11,26 +11,15 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pytest
-from typer.testing import CliRunner
 
 from conftest import make_records
+from test_known_anomalies import invoke, one_line_error  # the CLI helpers
 from vae_anomaly.api import review_file, score_file
-from vae_anomaly.cli import app
 from vae_anomaly.detector import Detector
 from vae_anomaly.review import PICKINGS, propose
 
 REVIEW_COLUMNS = ["row", "anomaly_score", "top_columns", "verdict"]
 
-
-def invoke(*args):
-    return CliRunner().invoke(app, [str(a) for a in args])
-
-
-def one_line_error(result, code: int = 2) -> str:
-    assert result.exit_code == code, result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    return lines[0]
 
 
 def read_text(path) -> pd.DataFrame:
