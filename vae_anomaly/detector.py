@@ -159,9 +159,7 @@ class Detector:
         if normals is None:
             return {}
         encoded = self.preprocessor_.transform(normals.table, source=normals.source)
-        cpu = resolve_device("cpu")
-        self.model_.to(cpu)
-        parts = self._score_encoded(encoded, row_keys(encoded), self.samples, self.seed, cpu)
+        parts = self.default_scores(encoded)
         flagged = parts.score(self.score_kind) > self.threshold_for(self.score_kind)
         return {"known_normals_flagged": int(flagged.sum())}
 
@@ -197,10 +195,7 @@ class Detector:
         ``predict`` on them flags that share exactly."""
         if self.contamination == "auto" or self.contamination == 0:
             return None
-        encoded = self.preprocessor_.transform(frame, source=source)
-        cpu = resolve_device("cpu")
-        self.model_.to(cpu)
-        parts = self._score_encoded(encoded, row_keys(encoded), self.samples, self.seed, cpu)
+        parts = self.default_scores(self.preprocessor_.transform(frame, source=source))
         normal = slice(None) if known is None else ~known.in_data
         return share_threshold_record({kind: parts.score(kind)[normal] for kind in SCORE_KINDS},
                                       self.contamination)
@@ -381,6 +376,14 @@ class Detector:
     def validation_scores_(self) -> np.ndarray:
         """The held-out normal rows' scores (of ``score_kind``), sorted."""
         return self.calibration_scores_[self.score_kind]
+
+    def default_scores(self, encoded: EncodedBatch, keys: np.ndarray | None = None) -> ScoreParts:
+        """The rows' score parts as ``score`` gives them by default: on the CPU, with the
+        model's samples, seed and per-row draws (``keys``: the rows' row_keys, if known)."""
+        cpu = resolve_device("cpu")
+        self.model_.to(cpu)
+        keys = row_keys(encoded) if keys is None else keys
+        return self._score_encoded(encoded, keys, self.samples, self.seed, cpu)
 
     def _score_encoded(self, encoded: EncodedBatch, row_ids: np.ndarray, samples: int, seed: int,
                        device) -> ScoreParts:

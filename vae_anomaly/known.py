@@ -151,13 +151,20 @@ def resolve_known(frame: pa.Table, known, source: str, *, categorical: list[str]
         return _checked(known, frame, source)
     if isinstance(known, pa.Table):
         return _from_table(frame, known, "the known anomalies", categorical, exclude, source)
-    mask = np.asarray(known)
-    if mask.dtype != bool or mask.shape != (frame.num_rows,):
-        raise InputError(f"known anomalies must be a table of confirmed rows or a boolean "
-                         f"mask over the {frame.num_rows} training rows (got an array of "
-                         f"shape {mask.shape} and type {mask.dtype})")
+    mask = _row_mask(known, frame, "known anomalies", "confirmed rows")
     return known_from_mask(frame, mask, "the known anomalies", source,
                            categorical=categorical, exclude=exclude)
+
+
+def _row_mask(values, frame: pa.Table, what: str, rows: str) -> np.ndarray:
+    """``values`` as a boolean mask over ``frame``'s rows, or an InputError naming the
+    two forms ``what`` (known anomalies, known normals) may take."""
+    mask = np.asarray(values)
+    if mask.dtype != bool or mask.shape != (frame.num_rows,):
+        raise InputError(f"{what} must be a table of {rows} or a boolean mask over the "
+                         f"{frame.num_rows} training rows (got an array of shape "
+                         f"{mask.shape} and type {mask.dtype})")
+    return mask
 
 
 def known_from_mask(frame: pa.Table, mask: np.ndarray, known_source: str, source: str, *,
@@ -231,11 +238,7 @@ def resolve_normals(frame: pa.Table, normals, source: str, *, categorical: list[
         rows = normals_from_file(frame, normals, "the known normals", source,
                                  categorical=categorical, exclude=exclude)
     else:
-        mask = np.asarray(normals)
-        if mask.dtype != bool or mask.shape != (frame.num_rows,):
-            raise InputError(f"known normals must be a table of dismissed rows or a boolean "
-                             f"mask over the {frame.num_rows} training rows (got an array of "
-                             f"shape {mask.shape} and type {mask.dtype})")
+        mask = _row_mask(normals, frame, "known normals", "dismissed rows")
         rows = normals_from_mask(frame, mask, "the known normals", source,
                                  categorical=categorical, exclude=exclude)
     return rows if len(rows) else None

@@ -157,10 +157,7 @@ def judged_rows(table: pa.Table, name: str = "the verdicts") -> pa.Table:
 
 def _scores(detector, encoded: EncodedBatch, keys: np.ndarray) -> np.ndarray:
     """Every row's anomaly score, as ``score`` writes it (same draws, seed, kind)."""
-    cpu = torch.device("cpu")
-    detector.model_.to(cpu)
-    parts = detector._score_encoded(encoded, keys, detector.samples, detector.seed, cpu)
-    return parts.score(detector.score_kind)
+    return detector.default_scores(encoded, keys).score(detector.score_kind)
 
 
 def _views(detector, encoded: EncodedBatch, scores: np.ndarray, seed: int) -> Views:
