@@ -216,7 +216,7 @@ def test_info_shows_columns_threshold_training_and_versions(work):
     assert data["training"]["rows"] == 400
     assert data["versions"]["vae_anomaly"]
     assert data["threshold"] == load(work / "model.vae").threshold_
-    assert data["fpr"] == 0.01 and data["samples"] == 16
+    assert data["fpr"] == 0.01 and data["samples"] == 8
 
 
 def test_usage_errors_exit_2():

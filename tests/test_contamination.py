@@ -30,7 +30,8 @@ TRAINING_KEYS_BEFORE = {
     "rows", "train_rows", "validation_rows", "epochs_run", "best_epoch", "stopped_early",
     "seconds", "device", "history", "calibration_rows", "calibration_fits",
     "calibration_left_out", "calibration_tail", "training_outliers", "known_anomalies",
-    "known_in_data", "known_flagged", "known_heldout", "known_heldout_flagged"}
+    "known_in_data", "known_flagged", "known_heldout", "known_heldout_flagged",
+    "draws"}  # the held-out scores' Monte Carlo draws, recorded since the Sobol points
 
 
 def invoke(*args):

@@ -19,7 +19,7 @@ from vae_anomaly.cli import app
 from vae_anomaly.data import to_arrow
 from vae_anomaly.calibration import calibration_folds, fold_seed as _fold_seed
 from vae_anomaly.model import reconstruction_nll, reparameterize
-from vae_anomaly.scoring import row_normals, score_rows
+from vae_anomaly.scoring import row_sobol_normals, score_rows
 
 runner = CliRunner()
 NUMERIC_COLUMNS = ["customer_age", "account_tenure_days", "amount", "n_items", "unit_price",
@@ -145,7 +145,7 @@ def test_iwae_is_never_above_the_monte_carlo_negative_elbo_of_the_same_draws(tin
                                   (batch.numeric, batch.indicators, batch.categories))
     with torch.no_grad():
         mu, logvar = model.encode(model.inputs(numeric, indicators, codes))
-        eps = row_normals(4, rows, 16, model.config.latent_dim)
+        eps = row_sobol_normals(4, rows, 16, model.config.latent_dim)
         z = reparameterize(mu, logvar, eps)
         nll = reconstruction_nll(model.decode(z), numeric, indicators, codes,
                                  model.config.category_sizes).total().double()

@@ -124,7 +124,9 @@ QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="Print only err
 DrawSeedOption = Annotated[Optional[int], typer.Option(
     "--seed", help="Seed for the Monte Carlo draws. Default: the model's training seed.")]
 SamplesOption = Annotated[Optional[int], typer.Option(
-    "--samples", help="Monte Carlo draws K per row. Default: the model's (16).")]
+    "--samples", help="Monte Carlo draws K per row: decoder passes, in randomizations of "
+                      "Sobol points (K, or the largest power of two or three times one "
+                      "below it). Default: the model's (8).")]
 DeviceOption = Annotated[Device, typer.Option(
     help="Where to run: auto uses a CUDA GPU when present.")]
 QueryOption = Annotated[Optional[str], typer.Option(
@@ -658,7 +660,8 @@ def _render_info(d: dict) -> None:
     summary = Table(show_header=False, title="Model")
     for key, value in [
         ("threshold", f"{d['threshold']:.6g} ({d['threshold_source']})"),
-        ("score", f"Monte Carlo negative ELBO, K = {d['samples']} draws, seed {d['seed']}"),
+        ("score", f"Monte Carlo negative ELBO, K = {d['samples']} ({d['draws_summary']}), "
+                  f"seed {d['seed']}"),
         ("architecture", d["architecture_summary"]),
         ("training rows", f"{t['train_rows']} (+{t['validation_rows']} held out)"),
         ("judged anomalous", d["training_outliers"]),

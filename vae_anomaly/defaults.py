@@ -13,7 +13,29 @@ DEFAULT_BETA = 0.25
 DEFAULT_FPR = 0.01
 # Rows read, scored and written at a time (data.py).
 DEFAULT_CHUNK_ROWS = 100_000
-DEFAULT_SAMPLES = 16
+# Decoder passes a row: with randomized quasi-Monte Carlo draws (scoring.py), 8 give
+# about the Monte Carlo error that 16 independent draws gave (docs/benchmarks.md,
+# "The Monte Carlo error").
+DEFAULT_SAMPLES = 8
+DRAW_SCHEMES = ("sobol", "iid")  # randomized quasi-Monte Carlo, independent draws
+DEFAULT_DRAWS = "sobol"  # the draws a fit records; model files without one: "iid"
 SCORE_KINDS = ("elbo", "iwae")  # the anomaly scores: negative ELBO, IWAE estimate
 # Distinct draws per row from the scoring noise table (scoring.py's _TABLE_SIZE).
 MAX_SAMPLES = 1 << 16
+# Sobol points per randomization, at most. More points integrate better (the variance
+# of one randomization's mean, against 16 independent draws, on sample_data's model:
+# 2.0 at 4 points, 0.68 at 8, 0.23 at 16), but a row's standard error comes from its
+# randomizations, and 8 keeps K = 16 at two of them and K = 64 at eight.
+MAX_SOBOL_POINTS = 8
+
+
+def sobol_plan(samples: int) -> tuple[int, int]:
+    """(points P, randomizations R) of scoring's Sobol draws for K = ``samples``: P
+    the largest power of two up to K / 2 (and MAX_SOBOL_POINTS), R = K // P, so at
+    least two randomizations for a standard error whenever K >= 2. A row gets P * R
+    decoder passes: K itself when K is 1, a power of two or three times one, else
+    the largest such below it."""
+    if samples == 1:
+        return 1, 1
+    points = min(MAX_SOBOL_POINTS, 1 << ((samples // 2).bit_length() - 1))
+    return points, samples // points

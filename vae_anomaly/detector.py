@@ -35,7 +35,7 @@ from .calibration import (MAX_CALIBRATION_FITS, TAIL_SHARE, calibrated_p_values,
                           calibrated_threshold, calibration_folds, fold_seed,
                           share_threshold_record, unconfirmed_siblings, validation_size)
 from .data import to_arrow
-from .defaults import DEFAULT_BETA, DEFAULT_FPR, DEFAULT_SAMPLES, SCORE_KINDS
+from .defaults import DEFAULT_BETA, DEFAULT_DRAWS, DEFAULT_FPR, DEFAULT_SAMPLES, SCORE_KINDS
 from .errors import InputError
 from .explanation import column_contributions, top_columns
 from .fit_summary import FitSummary
@@ -108,6 +108,7 @@ class Detector:
             raise InputError(f"{source} has {frame.num_rows} row(s); fit needs at least "
                              f"{MIN_TRAINING_ROWS} rows of normal records")
         device = resolve_device(self.device)
+        self.draws_ = DEFAULT_DRAWS  # the held-out scores' draws, and every score's after
         known = self._known(frame, known_anomalies, source)
         normals = self._known_normals(frame, known_normals, source)
         check_verdicts_agree(known, normals)
@@ -150,7 +151,7 @@ class Detector:
             calibration_tail=self.calibration_tail_,
             training_outliers=len(main.outliers.rows), share_threshold=self.share_threshold_,
             **self._known_counts(known, fits), **_normal_counts(normals, known),
-            **self._dismissed_flagged(normals))
+            **self._dismissed_flagged(normals), draws=self.draws_)
         return self
 
     def _dismissed_flagged(self, normals: KnownRows | None) -> dict[str, int]:
@@ -308,12 +309,15 @@ class Detector:
                       seed: int | None = None, threshold: float | None = None,
                       first_row: int = 0, source: str = "the data", device: str = "cpu",
                       health: HealthMonitor | None = None, kind: str | None = None,
-                      explain: int = 0) -> dict[str, np.ndarray]:
+                      explain: int = 0, encoded: EncodedBatch | None = None
+                      ) -> dict[str, np.ndarray]:
         """Like ``score``, as a dict of numpy arrays keyed by SCORE_COLUMNS (plus
         ``top_columns`` when ``explain`` > 0).
 
         ``kind`` is 'elbo' or 'iwae' (default: the detector's ``score_kind``).
         A ``health`` monitor, if given, receives the batch's per-column counts.
+        ``encoded``: the frame as ``encode`` gives it, when the caller encoded it
+        already (score_file encodes the next chunk while this one is scored).
         """
         self._check_fitted()
         samples = self.samples if samples is None else samples
@@ -322,7 +326,8 @@ class Detector:
         samples = int(samples)  # numpy integers, as plain ints
         if kind not in SCORE_KINDS:
             raise InputError(f"--score must be elbo or iwae (got {kind!r})")
-        encoded = self.preprocessor_.transform(frame, source=source, first_row=first_row)
+        if encoded is None:
+            encoded = self.encode(frame, source=source, first_row=first_row)
         if health is not None:
             health.add(encoded)
         rows = row_keys(encoded)  # draws follow each row's content (scoring.py)
@@ -345,6 +350,13 @@ class Detector:
             columns[EXPLANATION_COLUMN] = self._explain(encoded, rows, samples, seed, target,
                                                         explain)
         return columns
+
+    def encode(self, frame: pd.DataFrame | pa.Table, *, source: str = "the data",
+               first_row: int = 0) -> EncodedBatch:
+        """The rows as the network takes them (preprocessing.py); InputError names a
+        cell that cannot be read, by its place in the file (``first_row`` on)."""
+        self._check_fitted()
+        return self.preprocessor_.transform(frame, source=source, first_row=first_row)
 
     def _explain(self, encoded: EncodedBatch, rows: np.ndarray, samples: int,
                  seed: int, device, top: int) -> np.ndarray:
@@ -388,7 +400,7 @@ class Detector:
     def _score_encoded(self, encoded: EncodedBatch, row_ids: np.ndarray, samples: int, seed: int,
                        device) -> ScoreParts:
         return score_rows(self.model_, encoded, row_ids, samples=samples, seed=seed,
-                          device=device)
+                          device=device, draws=self.draws_)
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "model_"):

@@ -66,6 +66,9 @@ class FitSummary:
     # How many of them the model still flags at its threshold (in-sample).
     known_normals_flagged: int = 0
     verdicts_reviewed: int = 0
+    # The Monte Carlo draws the held-out scores took, and scoring takes (scoring.py):
+    # "sobol", randomized quasi-Monte Carlo; "iid" for model files from before it.
+    draws: str = "iid"
 
     def to_dict(self) -> dict:
         """The model file's ``training`` section: every field, but share_threshold only

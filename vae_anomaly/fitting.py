@@ -17,6 +17,7 @@ import numpy as np
 import pyarrow as pa
 import torch
 
+from .defaults import DEFAULT_DRAWS
 from .fit_summary import FitSummary, TrainingOutliers
 from .known import near_confirmed
 from .model import TabularVAE, VAEConfig
@@ -120,7 +121,7 @@ def fit_split(frame: pa.Table, train_index: np.ndarray, val_index: np.ndarray, *
         # Rows get their content's draws and the scoring seed, so these scores equal
         # what `score` gives them.
         return score_rows(model, part, row_keys(part), samples=samples, seed=score_seed,
-                          device=device)
+                          device=device, draws=DEFAULT_DRAWS)
 
     def scores(rows: np.ndarray) -> ScoreParts:
         return score(encoded.rows(rows))

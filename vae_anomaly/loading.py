@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, TypeVar
 import numpy as np
 
 from .artifact import model_from_bytes, read_model
-from .defaults import DEFAULT_FPR, DEFAULT_SAMPLES, SCORE_KINDS
+from .defaults import DEFAULT_FPR, DEFAULT_SAMPLES, DRAW_SCHEMES, SCORE_KINDS
 from .errors import InputError, ModelFileError
 from .fit_summary import FitSummary, TrainingOutliers
 from .params import check_params, is_int, is_real
@@ -136,6 +136,7 @@ def _rebuild(metadata: dict, tensors: dict[str, np.ndarray],
     # threshold their held-out scores set at fpr, whatever their contamination.
     detector.share_threshold_ = parts.summary.share_threshold
     detector.summary_ = parts.summary
+    detector.draws_ = parts.summary.draws
     detector.training_outliers_ = parts.training_outliers
     detector.metadata_ = metadata
     # Everything the file says is checked now, so that a damaged or hand-edited file
@@ -160,6 +161,9 @@ def _check_consistent(parts: ModelParts, config: dict) -> None:
     tail = summary.calibration_tail
     if not (is_real(tail) and 0 <= tail < 0.5):
         raise ValueError(f"its calibration tail share {tail!r} is not between 0 and 0.5")
+    if summary.draws not in DRAW_SCHEMES:
+        raise ValueError(f"its Monte Carlo draws {summary.draws!r} are not one of "
+                         f"{', '.join(DRAW_SCHEMES)}")
     if summary.share_threshold is not None and not _is_share_record(summary.share_threshold):
         raise ValueError("its contamination threshold is not a share with a threshold "
                          "for each score kind")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from .artifact import FORMAT_NAME, FORMAT_VERSION
 from .calibration import threshold_source
+from .defaults import sobol_plan
 from .fit_summary import VERDICT_COUNTS, known_anomalies_text, verdicts_text
 from .loading import read_checked
 from .preprocessing import NUMERIC
@@ -33,6 +34,9 @@ def describe_model(model_path) -> dict:
         "threshold_source": threshold_source(training, meta["params"]["fpr"]),
         "fpr": meta["params"]["fpr"],
         "samples": meta["params"]["samples"],
+        # The score's Monte Carlo draws (scoring.py): sobol, or iid for older files.
+        "draws": training.get("draws", "iid"),
+        "draws_summary": draws_summary(meta["params"]["samples"], training.get("draws", "iid")),
         "seed": meta["params"]["seed"],
         "params": meta["params"],
         "architecture": config,
@@ -47,6 +51,17 @@ def describe_model(model_path) -> dict:
         "verdicts": verdicts_text(training),
         "versions": meta["versions"],
     }
+
+
+def draws_summary(samples: int, draws: str) -> str:
+    """How a row's K draws are made, in words."""
+    if draws == "iid":
+        return f"{samples} independent draws"
+    points, randomizations = sobol_plan(samples)
+    if points == 1:
+        return f"{randomizations} independent draws"
+    return (f"{points * randomizations} decoder passes: {randomizations} randomizations "
+            f"of {points} Sobol points")
 
 
 def _outliers_summary(training: dict, params: dict) -> str:
