@@ -34,7 +34,7 @@ from vae_anomaly.data import table_output  # noqa: E402
 from vae_anomaly.defaults import DEFAULT_CHUNK_ROWS  # noqa: E402
 from vae_anomaly.health import HealthMonitor  # noqa: E402
 from vae_anomaly.loading import load  # noqa: E402
-from vae_anomaly.model import reparameterize  # noqa: E402
+from vae_anomaly.model import reconstruction_nll, reparameterize  # noqa: E402
 from vae_anomaly.sql import read_source  # noqa: E402
 
 STAGES = ("read CSV", "encode", "row keys + health", "draws (eps)", "encoder", "decoder",
@@ -71,9 +71,14 @@ def model_passes(clock: Clock, detector, encoded, keys, samples: int, seed: int)
         mu, logvar = clock.timed("encoder", lambda: model.encode(
             model.inputs(numeric, indicators, codes)))
         z = reparameterize(mu, logvar, eps)
-        decoded = clock.timed("decoder", model.decoder_output, z)
-        nll = clock.timed("reconstruction NLL", model.output_nll, decoded, numeric,
-                          indicators, codes)
+        if detector.draws_ == "iid":  # model files from before the Sobol draws
+            decoded = clock.timed("decoder", model.decode, z)
+            nll = clock.timed("reconstruction NLL", lambda: reconstruction_nll(
+                decoded, numeric, indicators, codes, model.config.category_sizes).total())
+        else:
+            decoded = clock.timed("decoder", model.decoder_output, z)
+            nll = clock.timed("reconstruction NLL", model.output_nll, decoded, numeric,
+                              indicators, codes)
         elbo, _, _, se, _, _ = clock.timed(
             "rest of a pass (KL, IWAE, SEs)", lambda: scoring.pass_results(
                 nll, mu, logvar, eps, z, points=points,
@@ -116,11 +121,11 @@ def profile(data: Path, model_path: Path, samples: int, output: Path) -> tuple[C
     return clock, rows
 
 
-def whole_score(data: Path, model_path: Path, samples: int, output: Path) -> float:
+def whole_score(cli: list[str], data: Path, model_path: Path, samples: int,
+                output: Path) -> float:
     started = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "vae_anomaly", "score", str(data), "--model",
-                    str(model_path), "-o", str(output), "--samples", str(samples)],
-                   check=True, capture_output=True)
+    subprocess.run([*cli, "score", str(data), "--model", str(model_path), "-o", str(output),
+                    "--samples", str(samples)], check=True, capture_output=True)
     return time.perf_counter() - started
 
 
@@ -144,11 +149,16 @@ def main(argv=None) -> int:
     parser.add_argument("--samples", type=int, default=None,
                         help="decoder passes a row (default: the model's)")
     parser.add_argument("--out", type=Path, default=None, help="write the table here too")
+    parser.add_argument("--cli", default=None,
+                        help="the vae-anomaly command the whole `score` is timed with "
+                             "(default: this checkout's, python -m vae_anomaly); the stages "
+                             "always run this checkout's code")
     args = parser.parse_args(argv)
     threads = torch.get_num_threads()
     samples = args.samples or load(args.model, estimator=False).samples
     with tempfile.TemporaryDirectory() as folder:
-        whole = whole_score(args.data, args.model, samples, Path(folder) / "whole.csv")
+        cli = [args.cli] if args.cli else [sys.executable, "-m", "vae_anomaly"]
+        whole = whole_score(cli, args.data, args.model, samples, Path(folder) / "whole.csv")
         clock, rows = profile(args.data, args.model, samples, Path(folder) / "staged.csv")
     text = f"{rows:,} rows, K = {samples}\n\n" + table(clock, rows, whole, threads)
     print(text)

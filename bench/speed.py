@@ -724,9 +724,6 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="When a larger file's score would take longer than this (seconds, "
                              "extrapolated from the smaller file), it is stopped after this long; "
                              "its peak RSS so far is kept (default 900).")
-    parser.add_argument("--profile-rows", type=int, default=0,
-                        help="Also profile `score` (cProfile) on the first N rows of the first "
-                             "--rows file; the top entries go to WORKDIR/score_profile.txt.")
     parser.add_argument("--database", metavar="auto|URL", default=None,
                         help="Also score each --rows file from a PostgreSQL table to a table: "
                              "auto starts a throwaway server (initdb); a URL uses yours "
@@ -908,8 +905,6 @@ def main(argv=None) -> int:
                 f"{fit_default.extra['median_epoch_s']:.2f} s, "
                 f"{e['median_epoch_s'] / fit_default.extra['median_epoch_s']:.1f}x. Its peak RSS "
                 f"includes the pandas frame and the dense float32 matrix.")
-    if args.profile_rows:
-        profile(bench, files[args.rows[0]], args.profile_rows, model)
 
     loads = [m.load_before[0] for m in bench.results]
     contention = [m for m in bench.results if m.others != "none"]
@@ -932,27 +927,6 @@ def main(argv=None) -> int:
         write_section(args.out, section, args.section)
         bench.log(f"wrote the {args.section!r} section of {args.out}")
     return 0
-
-
-def profile(bench: Bench, source: Path, rows: int, model: Path) -> None:
-    sample = bench.work / f"profile_{rows}.csv"
-    head_csv(source, sample, rows)
-    stats = bench.work / "score.prof"
-    out = bench.work / "profile.scored.csv"
-    bench.log(f"profiling score on {rows:,} rows")
-    subprocess.run([sys.executable, "-m", "cProfile", "-o", str(stats), bench.cli, "score",
-                    str(sample), "--model", str(model), "-o", str(out), "--samples",
-                    str(bench.args.samples)], check=True, capture_output=True)
-    import io
-    import pstats
-
-    text = io.StringIO()
-    pstats.Stats(str(stats), stream=text).sort_stats("cumulative").print_stats(35)
-    text.write("\n\n--- by own time ---\n")
-    pstats.Stats(str(stats), stream=text).sort_stats("tottime").print_stats(25)
-    (bench.work / "score_profile.txt").write_text(text.getvalue())
-    out.unlink(missing_ok=True)
-    bench.log(f"profile in {bench.work / 'score_profile.txt'}")
 
 
 if __name__ == "__main__":

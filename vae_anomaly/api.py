@@ -342,14 +342,14 @@ def score_file(data, model_path, *, output: str | Path | None = None, seed: int 
         _refuse_clashing_columns(table, data)
         return detector.encode(table, source=source, first_row=first_row)
 
-    with sink as writer:
+    with sink as writer, _behind(writer.write) as write:
         for table, encoded in _encoded_ahead(read_source(data, query, chunk_size), encode):
             scores = detector.score_columns(table, samples=samples, seed=seed,
                                             threshold=threshold, first_row=rows,
                                             source=source, device=device,
                                             health=health, kind=kind, explain=explain,
                                             encoded=encoded)
-            writer.write(_with_scores(table, scores))
+            write(_with_scores(table, scores))
             rows += table.num_rows
             flagged += int(scores["is_anomaly"].sum())
     if threshold is None:
@@ -360,11 +360,11 @@ def score_file(data, model_path, *, output: str | Path | None = None, seed: int 
                        health=health.report(), query=query)
 
 
-# Encoding a chunk takes an eighth of `score`'s work at the default K, on one thread,
-# while the model passes run on every thread: overlapped with the passes of the chunk
-# before, it shares the cores (docs/benchmarks.md, "Where score spends its time"). One
-# chunk ahead: memory grows by one chunk, not with the file. Writing behind as well
-# gained 2% more for 70 MiB more.
+# Encoding a chunk and writing one take a fifth of `score`'s work at the default K,
+# each on one thread, while the model passes run on every thread: overlapped with the
+# passes of the chunk between them, they share the cores (docs/benchmarks.md, "Where
+# score spends its time"). One chunk ahead and one behind: memory grows by two chunks,
+# not with the file.
 def _encoded_ahead(tables: Iterable[pa.Table],
                    encode: Callable[[pa.Table, int], EncodedBatch]
                    ) -> Iterator[tuple[pa.Table, EncodedBatch]]:
@@ -383,6 +383,24 @@ def _encoded_ahead(tables: Iterable[pa.Table],
             waiting = job
         if waiting is not None:
             yield waiting[0], waiting[1].result()
+
+
+@contextlib.contextmanager
+def _behind(write: Callable[[pa.Table], None]) -> Iterator[Callable[[pa.Table], None]]:
+    """``write`` on a worker thread, one table at a time and in order: each call
+    waits for the one before it to finish (and raises its failure), and so does the
+    end of the block."""
+    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="write") as pool:
+        pending: list[concurrent.futures.Future] = []
+
+        def submit(table: pa.Table) -> None:
+            if pending:
+                pending.pop().result()
+            pending.append(pool.submit(write, table))
+
+        yield submit
+        if pending:
+            pending.pop().result()
 
 
 @contextlib.contextmanager

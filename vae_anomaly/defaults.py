@@ -11,8 +11,10 @@ from __future__ import annotations
 # further on cardio but lost satellite and sample_data (docs/benchmarks.md, "Tried and dropped").
 DEFAULT_BETA = 0.25
 DEFAULT_FPR = 0.01
-# Rows read, scored and written at a time (data.py).
-DEFAULT_CHUNK_ROWS = 100_000
+# Rows read, scored and written at a time (data.py). `score` holds about three chunks
+# (one encoded ahead, one scored, one written behind): at 50,000 rows a 1M-row score
+# peaked at 630 MiB against 776 MiB at 100,000, no slower (docs/benchmarks.md, "Speed").
+DEFAULT_CHUNK_ROWS = 50_000
 # Decoder passes a row: with randomized quasi-Monte Carlo draws (scoring.py), 8 give
 # about the Monte Carlo error that 16 independent draws gave (docs/benchmarks.md,
 # "The Monte Carlo error").
