@@ -150,6 +150,7 @@ class Result:
     ap: float | None = None
     fpr: float | None = None          # product only: FPR on test normals at its threshold
     recall: float | None = None       # product only: recall on anomalies at its threshold
+    p05: float | None = None          # product only: share of test normals with p <= 0.05
     fit_s: float | None = None
     score_s: float | None = None
     n_train: int = 0
@@ -279,9 +280,12 @@ def _scored_outcome(scored_csv: Path, y: np.ndarray) -> dict:
     if not np.array_equal(scored["label"].to_numpy().astype(int), y):
         raise RuntimeError("the scored file's label column does not match the test rows")
     flags = scored["is_anomaly"].to_numpy().astype(int)
+    # The p-values' promise: uniform on normal rows, so 5% of them at p <= 0.05.
+    p05 = (scored["p_value"].to_numpy(dtype=float)[y == 0] <= 0.05).mean()
     return dict(scores=scored["anomaly_score"].to_numpy(dtype=float),
                 fpr=float(flags[y == 0].mean()) if (y == 0).any() else None,
-                recall=float(flags[y == 1].mean()) if (y == 1).any() else None)
+                recall=float(flags[y == 1].mean()) if (y == 1).any() else None,
+                p05=float(p05) if (y == 0).any() else None)
 
 
 def peer_features(train: pd.DataFrame, test: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:

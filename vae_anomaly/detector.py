@@ -334,7 +334,7 @@ class Detector:
         target = resolve_device(device)
         self.model_.to(target)
         seed = self.seed if seed is None else int(seed)
-        parts = self._score_encoded(encoded, rows, samples, seed, target)
+        parts = self._score_encoded(encoded, rows, samples, seed, target, iwae=kind == "iwae")
         score = parts.score(kind)
         cut = self.threshold_for(kind) if threshold is None else threshold
         columns = {
@@ -363,7 +363,8 @@ class Detector:
         """top_columns for each row: see explanation.py (leave-one-column-out)."""
 
         def reconstruction(batch: EncodedBatch) -> np.ndarray:
-            return self._score_encoded(batch, rows, samples, seed, device).reconstruction
+            return self._score_encoded(batch, rows, samples, seed, device,
+                                       iwae=False).reconstruction
 
         contributions = column_contributions(reconstruction, encoded,
                                              self.preprocessor_.typical_encoding(),
@@ -398,9 +399,9 @@ class Detector:
         return self._score_encoded(encoded, keys, self.samples, self.seed, cpu)
 
     def _score_encoded(self, encoded: EncodedBatch, row_ids: np.ndarray, samples: int, seed: int,
-                       device) -> ScoreParts:
+                       device, iwae: bool = True) -> ScoreParts:
         return score_rows(self.model_, encoded, row_ids, samples=samples, seed=seed,
-                          device=device, draws=self.draws_)
+                          device=device, draws=self.draws_, iwae=iwae)
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "model_"):
