@@ -82,7 +82,9 @@ def model_passes(clock: Clock, detector, encoded, keys, samples: int, seed: int)
         elbo, _, _, se, _, _ = clock.timed(
             "rest of a pass (KL, IWAE, SEs)", lambda: scoring.pass_results(
                 nll, mu, logvar, eps, z, points=points,
-                offset=encoded.nll_offset[part].sum(-1), iwae=detector.score_kind == "iwae"))
+                offset=encoded.nll_offset[part].sum(-1),
+                # Before the Sobol draws the IWAE estimate was worked out every time.
+                iwae=detector.score_kind == "iwae" or detector.draws_ == "iid"))
         out["elbo"].append(elbo)
         out["se"].append(se)
     return {k: np.concatenate(v) for k, v in out.items()}

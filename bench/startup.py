@@ -5,12 +5,12 @@ version, as ratios to `python -c 'import torch'` in the same run.
 
 For each version (a git revision, extracted with ``git archive`` as in
 fit_under_load.py, or ``tree``, this working tree) it times `--version`, `--help`,
-`info MODEL` and `score sample_data/new.csv` (1,000 rows) with a model fitted on
-sample_data/train.csv, each as a whole process, round-robin over ``--runs`` rounds
-so that every version sees the same stretch of a shared machine. It also checks
-that the versions agree: each fits sample_data/train.csv with the same seed, and the
-weights must be equal, and each scores with one model, and the outputs must be
-byte-identical.
+`info MODEL` and `score sample_data/new.csv` (1,000 rows) with its own model fitted
+on sample_data/train.csv, each as a whole process, round-robin over ``--runs`` rounds
+so that every version sees the same stretch of a shared machine. It also reports
+whether the versions agree: each fits sample_data/train.csv with the same seed
+(are the weights equal?), and each scores with one model (are the outputs
+byte-identical? Not across a change of the Monte Carlo draws).
 """
 
 from __future__ import annotations
@@ -96,13 +96,15 @@ def main(argv: list[str] | None = None) -> None:
         scratch = Path(scratch_name)
         codes = {rev: package_dir(rev, scratch / "code") for rev in revs}
         agreement = check_agreement(codes, scratch)
-        model = scratch / f"fit-{revs[0].replace('/', '_')}.vae"
+        # Each version scores with its own fit: a model file records how it is scored
+        # (an older version's file keeps its K and its draws).
+        models = {rev: scratch / f"fit-{rev.replace('/', '_')}.vae" for rev in revs}
         times: dict[str, list[float]] = {}
         for round_ in range(args.runs):
             for name, baseline in BASELINES.items():
                 times.setdefault(name, []).append(run(None, baseline, scratch))
             for rev, code in codes.items():
-                for name, command in commands(model, scratch / "out.csv").items():
+                for name, command in commands(models[rev], scratch / "out.csv").items():
                     times.setdefault(f"{rev}: {name}", []).append(run(code, command, scratch))
             print(f"round {round_ + 1} of {args.runs} done", file=sys.stderr, flush=True)
     medians = {name: statistics.median(values) for name, values in times.items()}
