@@ -16,8 +16,8 @@ DEFAULT_FPR = 0.01
 # peaked at 630 MiB against 776 MiB at 100,000, no slower (docs/benchmarks.md, "Speed").
 DEFAULT_CHUNK_ROWS = 50_000
 # Decoder passes a row: with randomized quasi-Monte Carlo draws (scoring.py), 8 give
-# about the Monte Carlo error that 16 independent draws gave (docs/benchmarks.md,
-# "The Monte Carlo error").
+# about the Monte Carlo error that 16 independent draws gave (docs/method.md, "The
+# Monte Carlo error"), and `score` twice the rows a second (docs/benchmarks.md, "Speed").
 DEFAULT_SAMPLES = 8
 DRAW_SCHEMES = ("sobol", "iid")  # randomized quasi-Monte Carlo, independent draws
 DEFAULT_DRAWS = "sobol"  # the draws a fit records; model files without one: "iid"
