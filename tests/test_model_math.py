@@ -303,3 +303,22 @@ def test_the_flat_cpu_step_trains_like_per_parameter_adam_with_clipping(clip_nor
     # finish() gives each parameter its own memory back (a model file needs that).
     pointers = [p.untyped_storage().data_ptr() for p in flat_model.parameters()]
     assert len(set(pointers)) == len(pointers)
+
+
+@pytest.mark.parametrize("variance, sizes, indicators", [
+    ("column", [4, 4, 7, 2], 2), ("row", [3, 5], 1), ("column", [], 0)])
+def test_scoring_nll_sums_the_per_cell_terms(variance, sizes, indicators):
+    torch.manual_seed(0)
+    config = VAEConfig(n_numeric=3, n_indicators=indicators, category_sizes=sizes,
+                       latent_dim=2, decoder_variance=variance)
+    model = TabularVAE(config)
+    numeric = torch.randn(50, 3)
+    flags = (torch.rand(50, indicators) < 0.3).float()
+    codes = torch.stack([torch.randint(0, s, (50,)) for s in sizes], 1) if sizes else \
+        torch.zeros(50, 0, dtype=torch.long)
+    z = torch.randn(6, 50, 2) * 2
+    with torch.no_grad():
+        cells = reconstruction_nll(model.decode(z), numeric, flags, codes, sizes).total()
+        fused = model.output_nll(model.decoder_output(z), numeric, flags, codes)
+    assert fused.shape == (6, 50)
+    torch.testing.assert_close(fused, cells, rtol=1e-5, atol=1e-4)
