@@ -31,7 +31,7 @@ from vae_anomaly import scoring  # noqa: E402
 from vae_anomaly.api import _with_scores  # noqa: E402
 from vae_anomaly.calibration import calibrated_p_values  # noqa: E402
 from vae_anomaly.data import table_output  # noqa: E402
-from vae_anomaly.defaults import DEFAULT_CHUNK_ROWS  # noqa: E402
+from vae_anomaly.defaults import DEFAULT_CHUNK_ROWS, draw_plan  # noqa: E402
 from vae_anomaly.health import HealthMonitor  # noqa: E402
 from vae_anomaly.loading import load  # noqa: E402
 from vae_anomaly.model import reconstruction_nll, reparameterize  # noqa: E402
@@ -59,7 +59,7 @@ def model_passes(clock: Clock, detector, encoded, keys, samples: int, seed: int)
     around each (passes of the product's size; the last one is not padded)."""
     model = detector.model_.eval()
     size = scoring.rows_per_pass(samples)
-    points = 1 if detector.draws_ == "iid" else scoring.sobol_plan(samples)[0]
+    points = draw_plan(samples, detector.draws_)[0]
     out = defaultdict(list)
     for start in range(0, len(encoded), size):
         part = slice(start, start + size)

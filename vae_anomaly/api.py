@@ -344,7 +344,8 @@ def score_file(data, model_path, *, output: str | Path | None = None, seed: int 
 
     # A database sink writes on this thread, as it reads: its transaction and the
     # source's reads keep to one order (SQLite's locks).
-    behind = _behind if isinstance(destination, Path) or destination is None else _inline
+    behind = (_behind if isinstance(destination, Path) or destination is None
+              else contextlib.nullcontext)
     with sink as writer, behind(writer.write) as write:
         for table, encoded in _encoded_ahead(read_source(data, query, chunk_size), encode):
             scores = detector.score_columns(table, samples=samples, seed=seed,
@@ -404,12 +405,6 @@ def _behind(write: Callable[[pa.Table], None]) -> Iterator[Callable[[pa.Table], 
         yield submit
         if pending:
             pending.pop().result()
-
-
-@contextlib.contextmanager
-def _inline(write: Callable[[pa.Table], None]) -> Iterator[Callable[[pa.Table], None]]:
-    """``write`` itself, for sinks that write on the caller's thread."""
-    yield write
 
 
 @contextlib.contextmanager

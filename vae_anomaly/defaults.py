@@ -41,3 +41,10 @@ def sobol_plan(samples: int) -> tuple[int, int]:
         return 1, 1
     points = min(MAX_SOBOL_POINTS, 1 << ((samples // 2).bit_length() - 1))
     return points, samples // points
+
+
+def draw_plan(samples: int, draws: str) -> tuple[int, int]:
+    """(points a randomization, randomizations) of a row's draws for K = ``samples``:
+    sobol_plan's for "sobol", and K randomizations of one point for "iid" (independent
+    draws, each its own)."""
+    return (1, samples) if draws == "iid" else sobol_plan(samples)

@@ -159,8 +159,7 @@ class Detector:
         it trained on them), as ``score`` scores them."""
         if normals is None:
             return {}
-        encoded = self.preprocessor_.transform(normals.table, source=normals.source)
-        parts = self.default_scores(encoded)
+        parts = self.default_scores(self.encode(normals.table, source=normals.source))
         flagged = parts.score(self.score_kind) > self.threshold_for(self.score_kind)
         return {"known_normals_flagged": int(flagged.sum())}
 
@@ -196,7 +195,7 @@ class Detector:
         ``predict`` on them flags that share exactly."""
         if self.contamination == "auto" or self.contamination == 0:
             return None
-        parts = self.default_scores(self.preprocessor_.transform(frame, source=source))
+        parts = self.default_scores(self.encode(frame, source=source))
         normal = slice(None) if known is None else ~known.in_data
         return share_threshold_record({kind: parts.score(kind)[normal] for kind in SCORE_KINDS},
                                       self.contamination)

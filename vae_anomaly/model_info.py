@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from .artifact import FORMAT_NAME, FORMAT_VERSION
 from .calibration import threshold_source
-from .defaults import sobol_plan
+from .defaults import draw_plan
 from .fit_summary import VERDICT_COUNTS, known_anomalies_text, verdicts_text
 from .loading import read_checked
 from .preprocessing import NUMERIC
@@ -55,9 +55,7 @@ def describe_model(model_path) -> dict:
 
 def draws_summary(samples: int, draws: str) -> str:
     """How a row's K draws are made, in words."""
-    if draws == "iid":
-        return f"{samples} independent draws"
-    points, randomizations = sobol_plan(samples)
+    points, randomizations = draw_plan(samples, draws)
     if points == 1:
         return f"{randomizations} independent draws"
     return (f"{points * randomizations} decoder passes: {randomizations} randomizations "

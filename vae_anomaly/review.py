@@ -112,7 +112,7 @@ def propose(detector, table: pa.Table, budget: int, *, verdicts: Sequence[pa.Tab
     if picking not in PICKINGS:
         raise InputError(f"unknown picking {picking!r}; the pickings are: {', '.join(PICKINGS)}")
     seed = detector.seed if seed is None else int(seed)
-    encoded = detector.preprocessor_.transform(table, source=source)
+    encoded = detector.encode(table, source=source)
     keys = row_keys(encoded)
     judged = np.isin(keys, _judged_keys(detector, verdicts))
     scores = _scores(detector, encoded, keys)
@@ -141,7 +141,7 @@ def _judged_keys(detector, verdicts: Sequence) -> np.ndarray:
     for item in verdicts:
         name, table = item if isinstance(item, tuple) else ("the verdicts", item)
         rows = judged_rows(table, name)
-        keys.append(row_keys(detector.preprocessor_.transform(rows, source=name)))
+        keys.append(row_keys(detector.encode(rows, source=name)))
     return np.concatenate(keys) if keys else np.zeros(0, dtype=np.int64)
 
 
@@ -198,7 +198,8 @@ def spread_walk(views: Views, pool: Sequence[int], count: int,
     """Greedy farthest-point over the encoded rows: from ``pool`` (best first), each
     next row is the one farthest from every row already taken; the first, when
     nothing is taken yet, is the pool's best. One row per group of similar rows."""
-    pool = [int(i) for i in pool if int(i) not in set(taken)]
+    taken_rows = {int(i) for i in taken}
+    pool = [int(i) for i in pool if int(i) not in taken_rows]
     chosen: list[int] = []
     if not pool or count <= 0:
         return chosen

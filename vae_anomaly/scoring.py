@@ -42,7 +42,7 @@ import numpy as np
 import torch
 
 from .defaults import (DEFAULT_DRAWS, DEFAULT_SAMPLES, DRAW_SCHEMES, MAX_SAMPLES,
-                       SCORE_KINDS, sobol_plan)
+                       SCORE_KINDS, draw_plan, sobol_plan)
 from .model import TabularVAE, gaussian_kl, reconstruction_nll, reparameterize
 from .preprocessing import EncodedBatch
 
@@ -145,9 +145,7 @@ def row_normals(seed: int, rows, samples: int, dim: int,
 
 def draw_count(samples: int, draws: str = DEFAULT_DRAWS) -> int:
     """Decoder passes a row gets for K = ``samples`` under ``draws``."""
-    if draws == "iid":
-        return samples
-    points, randomizations = sobol_plan(samples)
+    points, randomizations = draw_plan(samples, draws)
     return points * randomizations
 
 
@@ -292,7 +290,7 @@ def _score_pass(model: TabularVAE, batch: EncodedBatch, row_ids: np.ndarray, sta
     else:
         reconstruction = model.output_nll(model.decoder_output(z), numeric, indicators, codes)
     return pass_results(reconstruction, mu, logvar, eps, z,
-                        points=1 if draws == "iid" else sobol_plan(samples)[0],
+                        points=draw_plan(samples, draws)[0],
                         offset=batch.nll_offset[start:start + n].sum(-1), iwae=iwae)
 
 

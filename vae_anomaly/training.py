@@ -478,10 +478,7 @@ class TrainingStep:
     def _dismissal(self, data: Tensors, normal_scores: torch.Tensor, index: torch.Tensor,
                    eps: torch.Tensor) -> torch.Tensor:
         """The capped hinge on the drawn confirmed normals (see _DISMISSAL_WEIGHT)."""
-        rows = data.rows(self.dismissed.index_select(0, index))
-        reconstruction, kl = negative_elbo(self.model, rows.numeric, rows.indicators,
-                                           rows.codes, eps)
-        scores = reconstruction.mean(0) + kl
+        scores = self._scores(data.rows(self.dismissed.index_select(0, index)), eps)
         bound = (torch.quantile(normal_scores.detach(), self.config.normal_quantile)
                  - _DISMISSAL_MARGIN)
         hinge = torch.clamp(torch.relu(scores - bound), max=_DISMISSAL_HINGE_CAP)
@@ -490,12 +487,15 @@ class TrainingStep:
     def _exposure(self, normal_scores: torch.Tensor, index: torch.Tensor,
                   eps: torch.Tensor) -> torch.Tensor:
         """The hinge on the drawn confirmed anomalies (see _EXPOSURE_WEIGHT)."""
-        rows = self.known.rows(index)
-        reconstruction, kl = negative_elbo(self.model, rows.numeric, rows.indicators,
-                                           rows.codes, eps)
-        scores = reconstruction.mean(0) + kl
+        scores = self._scores(self.known.rows(index), eps)
         margin = torch.quantile(normal_scores.detach(), _EXPOSURE_QUANTILE) + _EXPOSURE_MARGIN
         return _EXPOSURE_WEIGHT * torch.relu(margin - scores).mean()
+
+    def _scores(self, rows: Tensors, eps: torch.Tensor) -> torch.Tensor:
+        """The rows' negative ELBO (beta 1, the score the detector scores with)."""
+        reconstruction, kl = negative_elbo(self.model, rows.numeric, rows.indicators,
+                                           rows.codes, eps)
+        return reconstruction.mean(0) + kl
 
     def _add_exposure_gradient(self, exposure: torch.Tensor) -> None:
         """Add the exposure term's gradient, scaled down where needed to at most
@@ -718,14 +718,14 @@ def _train_epoch(step: TrainingStep, schedule: HoldThenCosine, data: Tensors, ba
         index = order[start:start + batch_size]
         eps = torch.randn(1, len(index), latent_dim, generator=generator, device=generator.device)
         feedback = schedule.steps % _EXPOSURE_EVERY == 0
-        exposed = step.known if feedback else None
-        known = _known_draw(exposed, latent_dim, generator)
+        known = _feedback_draw(len(step.known) if feedback and step.known is not None
+                               else None, _EXPOSURE_ROWS, latent_dim, generator)
         if step.dismissed is None:  # nothing drawn: the generator's stream stays as it was
             step.run(data, index, eps, known)
         else:
             step.run(data, index, eps, known,
-                     _dismissed_draw(step.dismissed if feedback else None, latent_dim,
-                                     generator))
+                     _feedback_draw(len(step.dismissed) if feedback else None,
+                                    _DISMISSAL_ROWS, latent_dim, generator))
         schedule.step()
     # Checked once an epoch, not every step: reading a GPU value stalls the device, and a
     # non-finite step loss leaves the epoch's sum non-finite anyway.
@@ -748,27 +748,15 @@ def _exposure_scale(normal_norm: torch.Tensor, exposure_norm: torch.Tensor) -> t
                        max=1.0)
 
 
-def _known_draw(known: Tensors | None, latent_dim: int,
-                generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """The confirmed anomalies a step exposes (drawn with replacement) and their eps;
-    None, drawing nothing from the generator, when there are none."""
-    if known is None:
+def _feedback_draw(rows: int | None, most: int, latent_dim: int,
+                   generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """Positions among ``rows`` verdict rows for a step (at most ``most``, drawn with
+    replacement) and their eps; None, drawing nothing from the generator, when there
+    are none (no such verdicts, or not a feedback step)."""
+    if rows is None:
         return None
-    count = min(len(known), _EXPOSURE_ROWS)
-    index = torch.randint(len(known), (count,), generator=generator, device=generator.device)
-    eps = torch.randn(1, count, latent_dim, generator=generator, device=generator.device)
-    return index, eps
-
-
-def _dismissed_draw(dismissed: torch.Tensor | None, latent_dim: int,
-                    generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """The confirmed normals a step pulls down (positions in ``dismissed``, drawn with
-    replacement) and their eps; None, drawing nothing, off the exposure's steps."""
-    if dismissed is None:
-        return None
-    count = min(len(dismissed), _DISMISSAL_ROWS)
-    index = torch.randint(len(dismissed), (count,), generator=generator,
-                          device=generator.device)
+    count = min(rows, most)
+    index = torch.randint(rows, (count,), generator=generator, device=generator.device)
     eps = torch.randn(1, count, latent_dim, generator=generator, device=generator.device)
     return index, eps
 
