@@ -109,6 +109,7 @@ REVIEW_RECOVERY = 0.6        # review: share of the clean -> dirty fall won back
 REVIEW_SIMPLE_MARGIN = 0.01  # review: over the best simple picking
 REVIEW_PEER_MARGIN = 0.03    # review: over the best peer given the same verdicts
 REVIEW_FALL = 0.01           # review: no set below its no-verdict result by more
+REVIEW_FIT_COST = 1.3        # review: the last round's fits against those without verdicts
 
 
 @dataclass
@@ -670,7 +671,8 @@ def run_review_split(name: str, data: Split, seed: int, folder: Path, args,
 
     started = time.perf_counter()
     fit_file(files.train, base_model, seed=seed)
-    base = {**_scored_test(files, base_model, data, seed), "fit_s": time.perf_counter() - started}
+    fit_s = time.perf_counter() - started
+    base = {**_scored_test(files, base_model, data, seed), "fit_s": fit_s}
     none = np.zeros(len(data.train), dtype=np.int8)
     if (name, seed, NO_VERDICTS) not in done:
         record([_review_result(name, data, seed, NO_VERDICTS, 0, none, base)])
@@ -1344,8 +1346,26 @@ def review_reach(results: list[Result], clean_auc: dict, final: dict, datasets: 
                      f"{len(eligible) - len(outside)} of {len(eligible)} sets with ≥ "
                      f"{FPR_MIN_NORMALS} test normals"
                      + (f" (outside: {'; '.join(outside)})" if outside else ""))
+        parts.append(_fit_cost(results, m, rounds, datasets))
         lines.append(f"- {m} {own:.3f}: " + "; ".join(parts) + ".")
     return lines
+
+
+def _fit_cost(results: list[Result], method: str, rounds: int, datasets: list[str]) -> str:
+    """The last round's fit seconds against the fit without verdicts, each summed over
+    the sets and seeds where both ran, in the same run."""
+    seconds = {(r.dataset, r.seed, r.method): r.fit_s for r in results
+               if r.error is None and r.dataset in datasets and r.fit_s is not None
+               and r.round == (0 if r.method == NO_VERDICTS else rounds)}
+    pairs = [(seconds[(d, s, method)], plain) for (d, s, m), plain in seconds.items()
+             if m == NO_VERDICTS and (d, s, method) in seconds]
+    if not pairs:
+        return "fit cost: not computable"
+    with_verdicts, without = (float(np.sum(column)) for column in zip(*pairs))
+    ratio = with_verdicts / without
+    return (f"fit with verdicts {with_verdicts:.1f} s against {without:.1f} s without, summed "
+            f"over {len(pairs)} splits: {ratio:.2f}x (target {REVIEW_FIT_COST}x): "
+            f"**{'met' if ratio <= REVIEW_FIT_COST else 'NOT met'}**")
 
 
 def nightly_report(results: list[Result], command: str) -> str:

@@ -43,8 +43,8 @@ from .errors import InputError, VAEAnomalyError
 from .fit_summary import FitSummary, TrainingOutliers
 from .health import HealthMonitor
 from .loading import load
-from .known import (KnownRows, known_from_file, known_from_mask, merged, normals_from_file,
-                    normals_from_mask, parse_label_column, verdict_masks)
+from .known import (KnownRows, keys_learned_once, known_from_file, known_from_mask, merged,
+                    normals_from_file, normals_from_mask, parse_label_column, verdict_masks)
 from .params import check_score_options, names
 from .preprocessing import EncodedBatch
 from .review import DEFAULT_PICKING, VERDICT_COLUMN, check_budget, propose
@@ -189,6 +189,13 @@ def _known_rows(frame: pa.Table, data: Path, files: list[tuple[str, Path]],
                 ) -> tuple[pa.Table, KnownRows | None, KnownRows | None, list[str]]:
     """The training rows' features, their confirmed anomalies and confirmed normals
     (the union over every file), and notes for the user."""
+    with keys_learned_once():
+        return _rows_of_verdicts(frame, data, files, label_column, detector)
+
+
+def _rows_of_verdicts(frame: pa.Table, data: Path, files: list[tuple[str, Path]],
+                      label_column: str | None, detector: Detector
+                      ) -> tuple[pa.Table, KnownRows | None, KnownRows | None, list[str]]:
     source, options = source_name(data), _feature_options(detector)
     if label_column is not None:
         return _labelled_rows(frame, label_column, source, options)

@@ -41,7 +41,8 @@ from .explanation import column_contributions, top_columns
 from .fit_summary import FitSummary
 from .fitting import Dismissal, Exposure, FitLabel, SplitFit, fit_split, unlabelled
 from .health import HealthMonitor
-from .known import KnownRows, check_verdicts_agree, resolve_known, resolve_normals
+from .known import (KnownRows, check_verdicts_agree, keys_learned_once, resolve_known,
+                    resolve_normals)
 from .params import check_params, check_score_options, names, resolve_device
 from .preprocessing import EncodedBatch, Preprocessor
 from .scoring import ScoreParts, row_keys, score_rows
@@ -109,8 +110,9 @@ class Detector:
                              f"{MIN_TRAINING_ROWS} rows of normal records")
         device = resolve_device(self.device)
         self.draws_ = DEFAULT_DRAWS  # the held-out scores' draws, and every score's after
-        known = self._known(frame, known_anomalies, source)
-        normals = self._known_normals(frame, known_normals, source)
+        with keys_learned_once():
+            known = self._known(frame, known_anomalies, source)
+            normals = self._known_normals(frame, known_normals, source)
         check_verdicts_agree(known, normals)
         frame, order = self._in_canonical_order(frame, source)
         if known is not None:

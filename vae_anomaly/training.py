@@ -468,28 +468,41 @@ class TrainingStep:
     def _feedback(self, data: Tensors, normal_scores: torch.Tensor,
                   known: tuple[torch.Tensor, torch.Tensor] | None,
                   dismissed: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
-        """The verdicts' terms this step: the exposure hinge, the dismissal hinge, or
-        their sum (with confirmed anomalies alone, the exposure's arithmetic as it was)."""
-        if dismissed is None:
-            return self._exposure(normal_scores, *known)
-        term = self._dismissal(data, normal_scores, *dismissed)
-        return term if known is None else self._exposure(normal_scores, *known) + term
+        """The verdicts' terms this step: the exposure hinge on the drawn confirmed
+        anomalies (see _EXPOSURE_WEIGHT), the capped dismissal hinge on the drawn
+        confirmed normals (see _DISMISSAL_WEIGHT), or their sum. Both kinds are scored
+        in one pass: a pass costs its kernel launches, not its rows (with confirmed
+        anomalies alone, the exposure's arithmetic as it was)."""
+        rows, eps, known_rows = self._feedback_rows(data, known, dismissed)
+        scores = self._scores(rows, eps)
+        normal, term = normal_scores.detach(), None
+        if known is not None:
+            margin = torch.quantile(normal, _EXPOSURE_QUANTILE) + _EXPOSURE_MARGIN
+            term = _EXPOSURE_WEIGHT * torch.relu(margin - scores[:known_rows]).mean()
+        if dismissed is not None:
+            bound = torch.quantile(normal, self.config.normal_quantile) - _DISMISSAL_MARGIN
+            hinge = torch.clamp(torch.relu(scores[known_rows:] - bound), max=_DISMISSAL_HINGE_CAP)
+            dismissal = _DISMISSAL_WEIGHT * hinge.mean()
+            term = dismissal if term is None else term + dismissal
+        return term
 
-    def _dismissal(self, data: Tensors, normal_scores: torch.Tensor, index: torch.Tensor,
-                   eps: torch.Tensor) -> torch.Tensor:
-        """The capped hinge on the drawn confirmed normals (see _DISMISSAL_WEIGHT)."""
-        scores = self._scores(data.rows(self.dismissed.index_select(0, index)), eps)
-        bound = (torch.quantile(normal_scores.detach(), self.config.normal_quantile)
-                 - _DISMISSAL_MARGIN)
-        hinge = torch.clamp(torch.relu(scores - bound), max=_DISMISSAL_HINGE_CAP)
-        return _DISMISSAL_WEIGHT * hinge.mean()
-
-    def _exposure(self, normal_scores: torch.Tensor, index: torch.Tensor,
-                  eps: torch.Tensor) -> torch.Tensor:
-        """The hinge on the drawn confirmed anomalies (see _EXPOSURE_WEIGHT)."""
-        scores = self._scores(self.known.rows(index), eps)
-        margin = torch.quantile(normal_scores.detach(), _EXPOSURE_QUANTILE) + _EXPOSURE_MARGIN
-        return _EXPOSURE_WEIGHT * torch.relu(margin - scores).mean()
+    def _feedback_rows(self, data: Tensors, known: tuple[torch.Tensor, torch.Tensor] | None,
+                       dismissed: tuple[torch.Tensor, torch.Tensor] | None
+                       ) -> tuple[Tensors, torch.Tensor, int]:
+        """The step's drawn verdict rows, confirmed anomalies first, their draws of eps,
+        and how many are confirmed anomalies."""
+        parts = []
+        if known is not None:
+            parts.append((self.known.rows(known[0]), known[1]))
+        if dismissed is not None:
+            parts.append((data.rows(self.dismissed.index_select(0, dismissed[0])), dismissed[1]))
+        if len(parts) == 1:
+            rows, eps = parts[0]
+        else:
+            rows = Tensors(*(torch.cat([getattr(part, name) for part, _ in parts])
+                             for name in ("numeric", "indicators", "codes")))
+            eps = torch.cat([draws for _, draws in parts], 1)
+        return rows, eps, 0 if known is None else len(known[0])
 
     def _scores(self, rows: Tensors, eps: torch.Tensor) -> torch.Tensor:
         """The rows' negative ELBO (beta 1, the score the detector scores with)."""
