@@ -305,6 +305,51 @@ def test_the_flat_cpu_step_trains_like_per_parameter_adam_with_clipping(clip_nor
     assert len(set(pointers)) == len(pointers)
 
 
+def test_confirmed_and_dismissed_rows_scored_in_one_pass_give_each_hinge_its_rows():
+    """The step scores both kinds of verdict rows in one pass; each hinge must still see
+    its own rows: the exposure's the confirmed anomalies, the dismissal's the normals."""
+    from vae_anomaly.model import negative_elbo
+    from vae_anomaly.training import Tensors, TrainingConfig, TrainingStep
+
+    config = VAEConfig(n_numeric=3, n_indicators=1, category_sizes=[4], latent_dim=2)
+    generator = torch.Generator().manual_seed(2)
+    data = Tensors(torch.randn(40, 3, generator=generator),
+                   torch.randint(0, 2, (40, 1), generator=generator).float(),
+                   torch.randint(0, 4, (40, 1), generator=generator))
+    torch.manual_seed(0)
+    model = TabularVAE(config)
+    step = TrainingStep(model, torch.optim.SGD(model.parameters(), lr=0.0),
+                        TrainingConfig(normal_quantile=0.5), torch.device("cpu"))
+    # Confirmed anomalies far out, so their hinge differs from one on the normal rows.
+    step.known = Tensors(data.numeric[:6] * 8, data.indicators[:6], data.codes[:6])
+    step.dismissed = torch.arange(10, 14)
+    known = (torch.tensor([0, 5, 2]), torch.randn(1, 3, 2, generator=generator))
+    dismissed = (torch.tensor([3, 1]), torch.randn(1, 2, 2, generator=generator))
+
+    def scores(rows: Tensors, eps: torch.Tensor) -> torch.Tensor:
+        reconstruction, kl = negative_elbo(model, rows.numeric, rows.indicators, rows.codes, eps)
+        return reconstruction.mean(0) + kl
+
+    with torch.no_grad():
+        anomalies = scores(step.known.rows(known[0]), known[1])
+        normals = scores(data.rows(step.dismissed[dismissed[0]]), dismissed[1])
+        # Batch scores that put every drawn row inside its hinge: the median well below
+        # the dismissed rows, the 99th percentile at the highest confirmed one.
+        normal_scores = torch.cat([torch.full((27,), normals.min().item() - 9.0),
+                                   torch.full((3,), anomalies.max().item())])
+        margin = torch.quantile(normal_scores, 0.99) + 20.0
+        bound = torch.quantile(normal_scores, 0.5) - 5.0
+        exposure = 0.1 * torch.relu(margin - anomalies).mean()
+        dismissal = 0.02 * torch.clamp(torch.relu(normals - bound), max=20.0).mean()
+        both = step._feedback(data, normal_scores, known, dismissed)
+        alone = step._feedback(data, normal_scores, known, None)
+        dismissed_alone = step._feedback(data, normal_scores, None, dismissed)
+    assert exposure > 0.05 and dismissal > 0.01  # both hinges are active
+    torch.testing.assert_close(both, exposure + dismissal, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(alone, exposure, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(dismissed_alone, dismissal, rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize("variance, sizes, indicators", [
     ("column", [4, 4, 7, 2], 2), ("row", [3, 5], 1), ("column", [], 0)])
 def test_scoring_nll_sums_the_per_cell_terms(variance, sizes, indicators):
