@@ -127,6 +127,34 @@ def test_verdicts_are_the_union_of_every_file_given(files, tmp_path):
     assert training["train_rows"] + training["validation_rows"] == 428 - 1 + 2
 
 
+def test_every_verdict_source_is_matched_with_one_learning_of_the_training_keys(
+        files, tmp_path, monkeypatch):
+    """Matching rows by their values preprocesses the whole training file; a fit with a
+    review file of both kinds and a --known-normals file does that once, not per source."""
+    import vae_anomaly.known as known
+
+    learned = []
+
+    class Counted(known.Preprocessor):
+        def fit(self, frame, **options):
+            learned.append(frame.num_rows)
+            return super().fit(frame, **options)
+
+    monkeypatch.setattr(known, "Preprocessor", Counted)
+    rare(2, seed=9, first_id=9900).to_csv(tmp_path / "dismissed.csv", index=False)
+    result = invoke("fit", files / "train.csv", "--model", tmp_path / "once.vae", *FIT,
+                    "--verdicts", files / "review.csv",
+                    "--known-normals", tmp_path / "dismissed.csv")
+    assert result.exit_code == 0, result.output
+    assert learned == [428]
+    # Outside a fit's reading of its verdicts nothing is kept.
+    frame = pa.Table.from_pandas(pd.read_csv(files / "train.csv"))
+    for _ in range(2):
+        known.normals_from_file(frame, frame.slice(0, 2), "n.csv", "train.csv",
+                                categorical=[], exclude=["id"])
+    assert learned == [428, 428, 428]
+
+
 def test_label_column_words_are_the_same_knowledge_as_files(files, tmp_path):
     train = pd.read_csv(files / "train.csv")
     labelled = train.assign(label="")
