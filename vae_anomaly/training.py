@@ -124,7 +124,7 @@ _EXPOSURE_GRADIENT_SHARE = 0.5
 # few nats from the threshold. 20 nats, the exposure margin's scale, leaves room for
 # wider data, whose scores spread further (docs/method.md, "Dismissed rows").
 _DISMISSAL_ROWS = 64
-_DISMISSAL_WEIGHT = 0.02
+_DISMISSAL_WEIGHT = 0.05
 _DISMISSAL_MARGIN = 5.0
 _DISMISSAL_HINGE_CAP = 20.0
 
