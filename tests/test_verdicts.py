@@ -340,8 +340,8 @@ def plain_rates() -> list[tuple[float, float, float]]:
 
 
 def test_a_handful_of_dismissals_at_least_halves_the_flags_on_their_look_alikes(plain_rates):
-    """Five of the twelve rare rows dismissed (seeds 0 and 1; offline: 0.34 -> 0.07 and
-    0.51 -> 0.10), and five from outside the data (0.04, 0.07): the rare pattern's
+    """Five of the twelve rare rows dismissed (seeds 0 and 1; offline: 0.28 -> 0.07 and
+    0.43 -> 0.11), and five from outside the data (0.06, 0.07): the rare pattern's
     fresh rows are flagged at most half as often, broken rows still are (within 0.1 of
     before, and in at least 40%), and normal rows stay near the 1% asked."""
     told = [_flag_rates(0, dismiss=lambda train: train.iloc[1000:1005]),
