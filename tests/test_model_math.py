@@ -309,7 +309,8 @@ def test_confirmed_and_dismissed_rows_scored_in_one_pass_give_each_hinge_its_row
     """The step scores both kinds of verdict rows in one pass; each hinge must still see
     its own rows: the exposure's the confirmed anomalies, the dismissal's the normals."""
     from vae_anomaly.model import negative_elbo
-    from vae_anomaly.training import Tensors, TrainingConfig, TrainingStep
+    from vae_anomaly.training import (_DISMISSAL_WEIGHT, _EXPOSURE_WEIGHT, Tensors,
+                                      TrainingConfig, TrainingStep)
 
     config = VAEConfig(n_numeric=3, n_indicators=1, category_sizes=[4], latent_dim=2)
     generator = torch.Generator().manual_seed(2)
@@ -339,8 +340,8 @@ def test_confirmed_and_dismissed_rows_scored_in_one_pass_give_each_hinge_its_row
                                    torch.full((3,), anomalies.max().item())])
         margin = torch.quantile(normal_scores, 0.99) + 20.0
         bound = torch.quantile(normal_scores, 0.5) - 5.0
-        exposure = 0.1 * torch.relu(margin - anomalies).mean()
-        dismissal = 0.02 * torch.clamp(torch.relu(normals - bound), max=20.0).mean()
+        exposure = _EXPOSURE_WEIGHT * torch.relu(margin - anomalies).mean()
+        dismissal = _DISMISSAL_WEIGHT * torch.clamp(torch.relu(normals - bound), max=20.0).mean()
         both = step._feedback(data, normal_scores, known, dismissed)
         alone = step._feedback(data, normal_scores, known, None)
         dismissed_alone = step._feedback(data, normal_scores, None, dismissed)
