@@ -477,12 +477,17 @@ class TrainingStep:
         anomalies alone, the exposure's arithmetic as it was)."""
         rows, eps, known_rows = self._feedback_rows(data, known, dismissed)
         scores = self._scores(rows, eps)
-        normal, term = normal_scores.detach(), None
+        # The quantiles the hinges need, in one call: it sorts the batch's scores once.
+        wanted = ([_EXPOSURE_QUANTILE] if known is not None else []) + (
+            [self.config.normal_quantile] if dismissed is not None else [])
+        levels = list(torch.quantile(normal_scores.detach(),
+                                     torch.tensor(wanted, device=scores.device)))
+        term = None
         if known is not None:
-            margin = torch.quantile(normal, _EXPOSURE_QUANTILE) + _EXPOSURE_MARGIN
+            margin = levels.pop(0) + _EXPOSURE_MARGIN
             term = _EXPOSURE_WEIGHT * torch.relu(margin - scores[:known_rows]).mean()
         if dismissed is not None:
-            bound = torch.quantile(normal, self.config.normal_quantile) - _DISMISSAL_MARGIN
+            bound = levels.pop(0) - _DISMISSAL_MARGIN
             hinge = torch.clamp(torch.relu(scores[known_rows:] - bound), max=_DISMISSAL_HINGE_CAP)
             dismissal = _DISMISSAL_WEIGHT * hinge.mean()
             term = dismissal if term is None else term + dismissal
@@ -733,14 +738,13 @@ def _train_epoch(step: TrainingStep, schedule: HoldThenCosine, data: Tensors, ba
         index = order[start:start + batch_size]
         eps = torch.randn(1, len(index), latent_dim, generator=generator, device=generator.device)
         feedback = schedule.steps % _EXPOSURE_EVERY == 0
+        # Off the feedback steps, or without such verdicts, nothing is drawn: the
+        # generator's stream stays as it was without them.
         known = _feedback_draw(len(step.known) if feedback and step.known is not None
                                else None, _EXPOSURE_ROWS, latent_dim, generator)
-        if step.dismissed is None:  # nothing drawn: the generator's stream stays as it was
-            step.run(data, index, eps, known)
-        else:
-            step.run(data, index, eps, known,
-                     _feedback_draw(len(step.dismissed) if feedback else None,
-                                    _DISMISSAL_ROWS, latent_dim, generator))
+        dismissed = _feedback_draw(len(step.dismissed) if feedback and step.dismissed is not None
+                                   else None, _DISMISSAL_ROWS, latent_dim, generator)
+        step.run(data, index, eps, known, dismissed)
         schedule.step()
     # Checked once an epoch, not every step: reading a GPU value stalls the device, and a
     # non-finite step loss leaves the epoch's sum non-finite anyway.
